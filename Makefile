@@ -1,0 +1,43 @@
+# Set-up and entry points. `make bench` and `make test` each build everything
+# they need on a fresh machine: a .venv with the pinned torch, then this package.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+
+# Compile the CUDA kernels whenever a CUDA toolkit is here, GPU or not, so that
+# CUDA code can never silently rot.
+CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
+ifneq ($(CUDA_HOME),)
+export CUDA_HOME
+export FORCE_CUDA ?= 1
+export TORCH_CUDA_ARCH_LIST ?= 9.0
+endif
+export MAX_JOBS ?= 2
+
+.PHONY: deps install test bench bench-ops clean
+
+$(VENV)/.deps-stamp: Makefile pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip setuptools wheel
+	$(PY) -m pip install $(TORCH_PIN)
+	$(PY) -m pip install ninja numpy pytest matplotlib av
+	touch $@
+
+deps: $(VENV)/.deps-stamp
+
+install: deps
+	$(PY) -m pip install --no-build-isolation --no-deps -v -e . 2>&1 | grep -E "afnet-build|error|Error|Successfully" || true
+	$(PY) -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends(), indent=1))"
+
+test: install
+	$(PY) -m pytest -q -ra tests
+
+bench: install
+	$(VENV)/bin/afnet bench
+
+bench-ops: install
+	$(PY) benchmarks/ops.py
+
+clean:
+	rm -rf build *.egg-info afnet_kernels/*.so
