@@ -27,7 +27,7 @@ $(VENV)/.deps-stamp: Makefile pyproject.toml
 deps: $(VENV)/.deps-stamp
 
 install: deps
-	$(PY) -m pip install --no-build-isolation --no-deps -v -e . 2>&1 | grep -E "afnet-build|error|Error|Successfully" || true
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	$(PY) -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends(), indent=1))"
 
 test: install
