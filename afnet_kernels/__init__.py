@@ -1,0 +1,2 @@
+"""Temporary shim until the compiled ops land: exposes the reference ops."""
+from afnet_kernels.reference import *  # noqa: F401,F403

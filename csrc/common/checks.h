@@ -1,0 +1,233 @@
+// Host-side argument validation shared by the CPU and CUDA implementations.
+//
+// Every message names the op and the argument and gives what was expected and
+// what was received. These checks only look at metadata (shapes, dtypes,
+// devices): index *values* are checked inside the CPU kernels (one pass they
+// make anyway) and, for CUDA, by the Python wrapper (afnet_kernels.ops), so
+// that no C++ entry point ever synchronizes with the device.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <optional>
+
+#include <cstdint>
+
+namespace afnet_kernels {
+
+// ---------------------------------------------------------------------------
+// Memory format
+// ---------------------------------------------------------------------------
+
+// The layout the op works in and returns. A tensor that is dense in both
+// formats (C == 1 or H == W == 1) counts as contiguous, as in reference.py.
+inline at::MemoryFormat memory_format_of(const at::Tensor& t) {
+  if (t.dim() != 4 || t.is_contiguous()) return at::MemoryFormat::Contiguous;
+  if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
+  return t.suggest_memory_format();
+}
+
+// `t` made dense in `format` (no copy when it already is).
+inline at::Tensor dense_in(const at::Tensor& t, at::MemoryFormat format) {
+  return t.contiguous(format);
+}
+
+// ---------------------------------------------------------------------------
+// Building blocks
+// ---------------------------------------------------------------------------
+
+inline void check_defined(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
+}
+
+inline void check_dim(const char* op, const at::Tensor& t, const char* name, int64_t dim,
+                      const char* shape) {
+  check_defined(op, t, name);
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", shape, ", got ", t.dim(),
+              "-D tensor of shape ", t.sizes());
+}
+
+inline void check_floating(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
+              " must be a floating-point tensor (Float, Double, Half or BFloat16), got ",
+              t.scalar_type());
+}
+
+inline void check_same_device(const char* op, const at::Tensor& t, const char* name,
+                              const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the same device as ",
+              ref_name, " (", ref.device(), "), got ", t.device());
+}
+
+inline void check_same_dtype(const char* op, const at::Tensor& t, const char* name,
+                             const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name,
+              " must have the same dtype as ", ref_name, " (", ref.scalar_type(), "), got ",
+              t.scalar_type());
+}
+
+// t.size(dim) == ref.size(ref_dim), with a message naming both.
+inline void check_same_size(const char* op, const at::Tensor& t, const char* name, int64_t dim,
+                            const at::Tensor& ref, const char* ref_name, int64_t ref_dim,
+                            const char* what) {
+  TORCH_CHECK(t.size(dim) == ref.size(ref_dim), op, ": ", name, " must have ", what, "=",
+              ref.size(ref_dim), " like ", ref_name, " (shape ", ref.sizes(), "), got ",
+              t.size(dim), " (shape ", t.sizes(), ")");
+}
+
+// index: 1-D int64 on the device of `x`.
+inline void check_index_tensor(const char* op, const at::Tensor& index, const at::Tensor& x,
+                               const char* x_name) {
+  check_dim(op, index, "index", 1, "[K]");
+  TORCH_CHECK(index.scalar_type() == at::kLong, op, ": index must be int64 (Long), got ",
+              index.scalar_type());
+  check_same_device(op, index, "index", x, x_name);
+}
+
+// One index value, for the kernels that check values while they read them
+// (CPU). `limit` is the number of rows that may be addressed.
+inline void check_index_value(const char* op, int64_t k, int64_t value, int64_t limit) {
+  TORCH_CHECK(value >= 0 && value < limit, op, ": index[", k, "]=", value,
+              " is out of range: expected 0 <= index < ", limit);
+}
+
+inline void check_segments(const char* op, int64_t rows, const char* rows_name,
+                           int64_t num_segments, int64_t shift_div) {
+  TORCH_CHECK(num_segments >= 0, op, ": num_segments must be >= 0, got ", num_segments);
+  TORCH_CHECK(shift_div >= 0, op, ": shift_div must be >= 0, got ", shift_div);
+  TORCH_CHECK(shift_div == 0 || num_segments > 0, op,
+              ": shift_div > 0 requires num_segments > 0 (the clip length T), got num_segments=",
+              num_segments, " with shift_div=", shift_div);
+  TORCH_CHECK(num_segments == 0 || rows % num_segments == 0, op, ": ", rows_name, "=", rows,
+              " is not divisible by num_segments=", num_segments);
+}
+
+// Channels moved by the TSM shift in each direction (0 = no shift).
+inline int64_t shift_fold(int64_t channels, int64_t shift_div) {
+  return shift_div > 0 ? channels / shift_div : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Per-op checks
+// ---------------------------------------------------------------------------
+
+// mask [N, T] bool / integer / floating (nonzero = selected).
+inline void check_select_args(const at::Tensor& mask, std::optional<int64_t> num_selected) {
+  constexpr const char* op = "select_frames";
+  check_dim(op, mask, "mask", 2, "[N, T]");
+  TORCH_CHECK(mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), false) ||
+                  at::isFloatingType(mask.scalar_type()),
+              op, ": mask must be bool or 0/1 numbers, got ", mask.scalar_type());
+  if (num_selected.has_value()) {
+    TORCH_CHECK(*num_selected >= 0 && *num_selected <= mask.numel(), op,
+                ": num_selected must be in [0, N*T=", mask.numel(), "], got ", *num_selected);
+  }
+}
+
+// x [N*T, C, H, W] floating, index [K] int64 on x's device.
+inline void check_gather_args(const at::Tensor& x, const at::Tensor& index, int64_t num_segments,
+                              int64_t shift_div) {
+  constexpr const char* op = "gather_frames";
+  check_dim(op, x, "x", 4, "[N*T, C, H, W]");
+  check_floating(op, x, "x");
+  check_index_tensor(op, index, x, "x");
+  check_segments(op, x.size(0), "x.size(0)", num_segments, shift_div);
+}
+
+// grad [K, C, H, W], index [K] -> [num_rows, C, H, W].
+inline void check_gather_backward_args(const at::Tensor& grad, const at::Tensor& index,
+                                       int64_t num_rows, int64_t num_segments, int64_t shift_div) {
+  constexpr const char* op = "_gather_frames_backward";
+  check_dim(op, grad, "grad", 4, "[K, C, H, W]");
+  check_floating(op, grad, "grad");
+  check_index_tensor(op, index, grad, "grad");
+  TORCH_CHECK(grad.size(0) == index.size(0), op, ": grad has ", grad.size(0),
+              " rows but index has ", index.size(0), " entries");
+  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
+  check_segments(op, num_rows, "num_rows", num_segments, shift_div);
+}
+
+// base [N*T, C, H, W], src [K, C, H, W], index [K], fill None / [C] / [C, H, W].
+inline void check_scatter_args(const at::Tensor& base, const at::Tensor& src,
+                               const at::Tensor& index, const std::optional<at::Tensor>& fill) {
+  constexpr const char* op = "scatter_frames";
+  check_dim(op, base, "base", 4, "[N*T, C, H, W]");
+  check_floating(op, base, "base");
+  check_dim(op, src, "src", 4, "[K, C, H, W]");
+  check_same_device(op, src, "src", base, "base");
+  check_same_dtype(op, src, "src", base, "base");
+  check_index_tensor(op, index, base, "base");
+  TORCH_CHECK(src.size(0) == index.size(0), op, ": src has ", src.size(0),
+              " rows but index has ", index.size(0), " entries");
+  check_same_size(op, src, "src", 1, base, "base", 1, "C");
+  check_same_size(op, src, "src", 2, base, "base", 2, "H");
+  check_same_size(op, src, "src", 3, base, "base", 3, "W");
+  TORCH_CHECK(index.size(0) <= base.size(0), op, ": index has ", index.size(0),
+              " entries but base has only ", base.size(0), " rows (index must be distinct)");
+  if (fill.has_value() && fill->defined()) {
+    const at::Tensor& f = *fill;
+    check_same_device(op, f, "fill", base, "base");
+    check_same_dtype(op, f, "fill", base, "base");
+    const bool per_channel = f.dim() == 1 && f.size(0) == base.size(1);
+    const bool per_element = f.dim() == 3 && f.size(0) == base.size(1) &&
+                             f.size(1) == base.size(2) && f.size(2) == base.size(3);
+    TORCH_CHECK(per_channel || per_element, op, ": fill must be [C]=[", base.size(1),
+                "] or [C, H, W]=[", base.size(1), ", ", base.size(2), ", ", base.size(3),
+                "] for base of shape ", base.sizes(), ", got shape ", f.sizes());
+  }
+}
+
+// theta [N*T, C] or [N*T, C, 1, 1] on focal's device and dtype.
+inline void check_theta(const char* op, const at::Tensor& theta, const at::Tensor& focal) {
+  check_defined(op, theta, "theta");
+  check_same_device(op, theta, "theta", focal, "focal");
+  check_same_dtype(op, theta, "theta", focal, "focal");
+  const bool ok = (theta.dim() == 2 || (theta.dim() == 4 && theta.size(2) == 1 &&
+                                        theta.size(3) == 1)) &&
+                  theta.size(0) == focal.size(0) && theta.size(1) == focal.size(1);
+  TORCH_CHECK(ok, op, ": theta must be [N*T, C]=[", focal.size(0), ", ", focal.size(1),
+              "] or [N*T, C, 1, 1], got shape ", theta.sizes());
+}
+
+// ample [N*T, C, h, w], focal [N*T, C, H, W] (h, w, H, W > 0 unless N*T*C == 0).
+inline void check_branch_pair(const char* op, const at::Tensor& ample, const at::Tensor& focal) {
+  check_dim(op, ample, "ample", 4, "[N*T, C, h, w]");
+  check_dim(op, focal, "focal", 4, "[N*T, C, H, W]");
+  check_floating(op, focal, "focal");
+  check_same_device(op, ample, "ample", focal, "focal");
+  check_same_dtype(op, ample, "ample", focal, "focal");
+  check_same_size(op, ample, "ample", 0, focal, "focal", 0, "N*T");
+  check_same_size(op, ample, "ample", 1, focal, "focal", 1, "C");
+  TORCH_CHECK(focal.numel() == 0 || (ample.size(2) > 0 && ample.size(3) > 0), op,
+              ": ample must have a non-empty spatial size to upsample from, got shape ",
+              ample.sizes());
+}
+
+inline void check_blend_args(const at::Tensor& ample, const at::Tensor& focal,
+                             const at::Tensor& theta) {
+  constexpr const char* op = "blend_branches";
+  check_branch_pair(op, ample, focal);
+  check_theta(op, theta, focal);
+}
+
+inline void check_blend_backward_args(const at::Tensor& grad, const at::Tensor& out,
+                                      const at::Tensor& ample, const at::Tensor& focal,
+                                      const at::Tensor& theta) {
+  constexpr const char* op = "_blend_branches_backward";
+  check_branch_pair(op, ample, focal);
+  check_theta(op, theta, focal);
+  const auto check_like_focal = [&](const at::Tensor& t, const char* name) {
+    check_dim(op, t, name, 4, "[N*T, C, H, W]");
+    check_same_device(op, t, name, focal, "focal");
+    check_same_dtype(op, t, name, focal, "focal");
+    TORCH_CHECK(t.sizes() == focal.sizes(), op, ": ", name, " must have the shape of focal ",
+                focal.sizes(), ", got ", t.sizes());
+  };
+  check_like_focal(grad, "grad");
+  check_like_focal(out, "out");
+}
+
+inline void check_pool_args(const at::Tensor& ample, const at::Tensor& focal) {
+  check_branch_pair("pool_branches", ample, focal);
+}
+
+}  // namespace afnet_kernels
