@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "memory_format",
     "select_frames",
     "temporal_shift",
     "gather_frames",
@@ -44,6 +45,19 @@ def select_frames(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return index, inverse
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the ops return for input ``x``: channels_last when ``x`` is
+    dense in it and not plain contiguous, contiguous otherwise."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` in the memory format of ``x`` (see ``memory_format``)."""
+    return out.contiguous(memory_format=memory_format(x))
+
+
 def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8) -> torch.Tensor:
     """TSM shift of ``x`` ``[N*T, C, H, W]`` within each video.
 
@@ -57,10 +71,7 @@ def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8) -> to
     out[:, :-1, :fold] = v[:, 1:, :fold]
     out[:, 1:, fold : 2 * fold] = v[:, :-1, fold : 2 * fold]
     out[:, :, 2 * fold :] = v[:, :, 2 * fold :]
-    out = out.reshape(nt, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    return _like(out.reshape(nt, c, h, w), x)
 
 
 def gather_frames(
@@ -75,7 +86,7 @@ def gather_frames(
     """
     if shift_div > 0:
         x = temporal_shift(x, num_segments, shift_div)
-    return x.index_select(0, index)
+    return _like(x.index_select(0, index), x)
 
 
 def _fill_view(fill: torch.Tensor) -> torch.Tensor:
@@ -101,7 +112,7 @@ def scatter_frames(
     """
     out = base + _fill_view(fill) if fill is not None else base.clone()
     out = out.index_copy(0, index, base.index_select(0, index) + src)
-    return torch.relu(out) if relu else out
+    return _like(torch.relu(out) if relu else out, base)
 
 
 def upsample_nearest(ample: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -128,7 +139,7 @@ def blend_branches(
     up = upsample_nearest(ample, focal.shape[-2:])
     th = _theta_view(theta)
     out = th * up + (1 - th) * focal
-    return torch.relu(out) if relu else out
+    return _like(torch.relu(out) if relu else out, focal)
 
 
 def pool_branches(ample: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,15 @@ namespace afnet_kernels {
 // Memory format
 // ---------------------------------------------------------------------------
 
-// The layout the op works in and returns. A tensor that is dense in both
-// formats (C == 1 or H == W == 1) counts as contiguous, as in reference.py.
+// The layout the op works in and returns: channels_last when `t` is dense in
+// it and not plain contiguous, contiguous otherwise (a tensor dense in both,
+// e.g. C == 1 or H == W == 1, counts as contiguous). The Python fake kernels
+// apply the same rule, so fake and real strides agree.
 inline at::MemoryFormat memory_format_of(const at::Tensor& t) {
-  if (t.dim() != 4 || t.is_contiguous()) return at::MemoryFormat::Contiguous;
-  if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
-  return t.suggest_memory_format();
+  if (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
 }
 
 // `t` made dense in `format` (no copy when it already is).

@@ -55,4 +55,21 @@ AFNET_HOST_DEVICE int64_t nearest_source_index(int64_t dst, int64_t in_size, int
   return src < in_size - 1 ? src : in_size - 1;
 }
 
+// First output index whose nearest source is >= src, so the outputs that read
+// input `src` are [nearest_target_begin(src), nearest_target_begin(src + 1)).
+// The backward of the upsampling and the pooling of up(ample) use it to visit
+// each input's preimage without building the upsampled tensor.
+AFNET_HOST_DEVICE int64_t nearest_target_begin(int64_t src, int64_t in_size, int64_t out_size) {
+  if (out_size == in_size) return src;
+  if (out_size == 2 * in_size) return 2 * src;
+  // Exact-arithmetic guess; the float rounding inside nearest_source_index can
+  // move the true boundary by a step, which the two walks below correct (the
+  // map is monotone, so they stop at the first output reading >= src).
+  int64_t dst = src * out_size / in_size;
+  if (dst > out_size) dst = out_size;
+  while (dst > 0 && nearest_source_index(dst - 1, in_size, out_size) >= src) --dst;
+  while (dst < out_size && nearest_source_index(dst, in_size, out_size) < src) ++dst;
+  return dst;
+}
+
 }  // namespace afnet_kernels

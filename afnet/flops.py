@@ -1,0 +1,131 @@
+"""FLOPs per video of an AF model for the masks it actually uses.
+
+Two numbers (:class:`FlopCount`), both in GFLOPs per video:
+
+- ``paper``: the released counter's convention (multiply–accumulates called FLOPs):
+  conv ``c_in·c_out·h·w·k²/groups``; linear ``in·out``; 3x3 average/max pools ``9·`` their
+  output elements; navigation adds its pooling ``c·h·w``; dynamic fusion adds ``c·h·w + c``
+  (its two FCs count as linears); focal convs are scaled by the block's fraction of selected
+  frames; BN, ReLU, shift and upsampling count zero. The released video models replaced
+  ``fc`` by dropout, so their counter adds ``C·C`` per frame for the head (C = feature width)
+  and never counts ``new_fc``; we reproduce that.
+- ``executed``: multiply–accumulates of the convolutions and linears the sparse path really
+  runs: focal convs on the K selected frames only (their shortcut on every frame), the
+  zero response ``F(0)`` being cached; pools and element-wise ops not counted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from afnet.layers import DynamicFusion, Navigation
+
+__all__ = ["FlopCount", "count_flops"]
+
+_FOCAL_BLOCK = re.compile(r"^(.*refine[^.]*\.\d+)\.")
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """GFLOPs per video: ``paper`` (released counter's convention) and ``executed`` (sparse path MACs)."""
+
+    paper: float
+    executed: float
+
+    def __float__(self) -> float:
+        return self.paper
+
+
+def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> float:
+    k = m.kernel_size[0] * m.kernel_size[1]
+    return m.in_channels * m.out_channels * k / m.groups * out[0].numel() / m.out_channels
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torch.Tensor]] = None) -> FlopCount:
+    """Count the FLOPs of ``model`` on ``video`` ``[N, T, 3, H, W]``, per video.
+
+    The model runs once in eval mode (its navigation decides the masks unless ``masks`` forces
+    them), with the dense execution so that every layer's shape is seen; the mode and the
+    execution are restored afterwards.
+    """
+    n = video.shape[0]
+    names = {m: name for name, m in model.named_modules()}
+    fraction: Dict[str, float] = {}
+    paper = [0.0]
+    executed = [0.0]
+    hooks = []
+
+    def focal_prefix(module: nn.Module) -> Optional[str]:
+        match = _FOCAL_BLOCK.match(names[module])
+        if match is None or ".downsample" in names[module] or "res_connect" in names[module]:
+            return None
+        return match.group(1)
+
+    def on_focal_block(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("mask", args[1] if len(args) > 1 else None)
+        if mask is not None:
+            fraction[names[module]] = float((mask > 0.5).float().mean())
+
+    def on_conv(module: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
+        macs = _conv_macs(module, out) * out.shape[0] / n
+        prefix = focal_prefix(module)
+        scale = fraction.get(prefix, 1.0) if prefix is not None else 1.0
+        paper[0] += macs * scale
+        executed[0] += macs * scale
+
+    def on_linear(module: nn.Linear, inputs: tuple, out: torch.Tensor) -> None:
+        rows = out.numel() / out.shape[-1] / n
+        macs = module.in_features * module.out_features * rows
+        executed[0] += macs
+        if names[module] != "new_fc":
+            paper[0] += macs
+
+    def on_pool(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        paper[0] += 9 * out.numel() / n
+
+    def on_navigation(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        paper[0] += inputs[0].numel() / n
+
+    def on_fusion(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
+        focal = args[1] if len(args) > 1 else kwargs["focal"]
+        paper[0] += (focal.numel() + focal.shape[0] * focal.shape[1]) / n
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(on_conv))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(on_linear))
+        elif isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)):
+            hooks.append(m.register_forward_hook(on_pool))
+        elif isinstance(m, Navigation):
+            hooks.append(m.register_forward_hook(on_navigation))
+        elif isinstance(m, DynamicFusion):
+            hooks.append(m.register_forward_hook(on_fusion, with_kwargs=True))
+        if re.fullmatch(r".*refine[^.]*\.\d+", name):
+            hooks.append(m.register_forward_pre_hook(on_focal_block, with_kwargs=True))
+
+    was_training = model.training
+    execution = getattr(model, "execution", None)
+    try:
+        model.eval()
+        if execution is not None:
+            model.execution = "dense"
+        model(video, masks=masks) if masks is not None else model(video)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+        if execution is not None:
+            model.execution = execution
+
+    new_fc = getattr(model, "new_fc", None)
+    if isinstance(new_fc, nn.Linear):
+        # The released video counter's head: a C x C "fc" per frame, new_fc never counted.
+        paper[0] += new_fc.in_features**2 * video.shape[1]
+    return FlopCount(paper=paper[0] / 1e9, executed=executed[0] / 1e9)

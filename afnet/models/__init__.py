@@ -1,0 +1,7 @@
+"""AF video models: AF-ResNet backbones, the TSN wrapper and ``create_model``."""
+
+from afnet.models.factory import ARCHS, create_model
+from afnet.models.resnet import AFResNet, AFStage
+from afnet.models.tsn import TSN
+
+__all__ = ["ARCHS", "AFResNet", "AFStage", "TSN", "create_model"]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build, test and benchmark on a CUDA machine in one go (how the committed GPU
+# results were produced on a lent H100). Steps run in the order given, e.g.
+#   bash benchmarks/gpu_session.sh build test-ops bench-ops test-all bench
+# Logs and results land under $OUT (default gpu_out/).
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 FORCE_CUDA=1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+PY=${PY:-python3}
+status=0
+
+step() {  # name, command...: run one step, log it, remember failures
+  local name=$1; shift
+  echo "=== $name ($(date -u +%H:%M:%S))"
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n "${TAIL:-15}" "$OUT/$name.log"
+  echo "=== $name rc=$rc"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+for s in "$@"; do
+  case $s in
+    build) step build $PY -m pip install --no-build-isolation --no-deps -e . || exit 1
+           $PY -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends()))" ;;
+    test-ops) step test-ops $PY -m pytest -q -ra tests/test_ops.py ;;
+    test-all) step test-all $PY -m pytest -q -ra tests ;;
+    bench-ops) step bench-ops $PY benchmarks/ops.py --device cuda --dtype bfloat16 --out "$OUT/ops" ;;
+    bench) step bench $PY -m afnet bench --device cuda --out "$OUT/bench" ;;
+    *) echo "unknown step $s"; exit 2 ;;
+  esac
+done
+exit $status

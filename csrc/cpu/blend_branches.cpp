@@ -1,0 +1,277 @@
+// CPU branch fusion: blend_branches, its backward, and pool_branches.
+//
+// The nearest upsampling of the ample branch is folded into the indexing
+// (nearest_source_index, shared with CUDA): up(ample) is never built. The
+// forward passes stream focal and out once and are vectorized along the
+// contiguous dimension (W for contiguous, C for channels_last).
+#include <ATen/ATen.h>
+#include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/indexing.h"
+#include "cpu/row_spans.h"
+
+namespace afnet_kernels {
+namespace cpu {
+namespace {
+
+namespace vec = at::vec;
+
+// Source index along one axis for every destination index.
+std::vector<int64_t> nearest_table(int64_t in_size, int64_t out_size) {
+  std::vector<int64_t> table(out_size);
+  for (int64_t d = 0; d < out_size; ++d) table[d] = nearest_source_index(d, in_size, out_size);
+  return table;
+}
+
+// How many destination indices read each source index.
+std::vector<int64_t> nearest_counts(int64_t in_size, int64_t out_size) {
+  std::vector<int64_t> counts(in_size, 0);
+  for (int64_t d = 0; d < out_size; ++d) ++counts[nearest_source_index(d, in_size, out_size)];
+  return counts;
+}
+
+// Sizes and upsampling tables of an (ample, focal) pair.
+struct BranchGeometry {
+  int64_t rows, channels, h, w, H, W;
+  std::vector<int64_t> src_y, src_x;
+
+  BranchGeometry(const at::Tensor& ample, const at::Tensor& focal)
+      : rows(focal.size(0)),
+        channels(focal.size(1)),
+        h(ample.size(2)),
+        w(ample.size(3)),
+        H(focal.size(2)),
+        W(focal.size(3)),
+        src_y(nearest_table(h, H)),
+        src_x(nearest_table(w, W)) {}
+};
+
+// theta [N*T, C] or [N*T, C, 1, 1] as a dense [N*T, C].
+at::Tensor theta_matrix(const at::Tensor& theta) {
+  return theta.reshape({theta.size(0), theta.size(1)}).contiguous();
+}
+
+template <typename V>
+V blend(const V& t, const V& a, const V& f, bool relu) {
+  const V v = t * a + (V(1) - t) * f;
+  return relu ? vec::maximum(v, V(0)) : v;
+}
+
+template <typename scalar_t>
+void blend_contiguous(scalar_t* out, const scalar_t* ample, const scalar_t* focal,
+                      const scalar_t* theta, const BranchGeometry& g, bool relu) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t lines = g.rows * g.channels * g.H;
+  const int64_t grain = std::max<int64_t>(1, kSpanGrain / std::max<int64_t>(1, g.W));
+  at::parallel_for(0, lines, grain, [&](int64_t lo, int64_t hi) {
+    std::vector<scalar_t> up_line(g.W);  // one upsampled line of ample, in cache
+    int64_t cached = -1;
+    for (int64_t line = lo; line < hi; ++line) {
+      const int64_t plane = line / g.H;
+      const int64_t y = line - plane * g.H;
+      const int64_t src_line = plane * g.h + g.src_y[y];
+      if (src_line != cached) {
+        const scalar_t* a = ample + src_line * g.w;
+        for (int64_t x = 0; x < g.W; ++x) up_line[x] = a[g.src_x[x]];
+        cached = src_line;
+      }
+      const opmath_t t = static_cast<opmath_t>(theta[plane]);
+      vec::map2(
+          [t, relu](auto a, auto f) { return blend(decltype(a)(t), a, f, relu); },
+          out + line * g.W, up_line.data(), focal + line * g.W, g.W);
+    }
+  });
+}
+
+template <typename scalar_t>
+void blend_channels_last(scalar_t* out, const scalar_t* ample, const scalar_t* focal,
+                         const scalar_t* theta, const BranchGeometry& g, bool relu) {
+  const int64_t C = g.channels;
+  const int64_t pixels = g.rows * g.H * g.W;
+  const int64_t grain = std::max<int64_t>(1, kSpanGrain / std::max<int64_t>(1, C));
+  at::parallel_for(0, pixels, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t pix = lo; pix < hi; ++pix) {
+      const int64_t n = pix / (g.H * g.W);
+      const int64_t yx = pix - n * g.H * g.W;
+      const int64_t y = yx / g.W;
+      const int64_t x = yx - y * g.W;
+      const scalar_t* a = ample + ((n * g.h + g.src_y[y]) * g.w + g.src_x[x]) * C;
+      vec::map3([relu](auto t, auto av, auto f) { return blend(t, av, f, relu); }, out + pix * C,
+                theta + n * C, a, focal + pix * C, C);
+    }
+  });
+}
+
+at::Tensor blend_branches_cpu(const at::Tensor& ample_in, const at::Tensor& focal_in,
+                              const at::Tensor& theta_in, bool relu) {
+  check_blend_args(ample_in, focal_in, theta_in);
+  const auto format = memory_format_of(focal_in);
+  const at::Tensor focal = focal_in.contiguous(format);
+  const at::Tensor ample = ample_in.contiguous(format);
+  const at::Tensor theta = theta_matrix(theta_in);
+  at::Tensor out = at::empty_like(focal, focal.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const BranchGeometry g(ample, focal);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, focal.scalar_type(),
+                                  "blend_branches_cpu", [&] {
+                                    const auto run = format == at::MemoryFormat::ChannelsLast
+                                                         ? &blend_channels_last<scalar_t>
+                                                         : &blend_contiguous<scalar_t>;
+                                    run(out.data_ptr<scalar_t>(), ample.const_data_ptr<scalar_t>(),
+                                        focal.const_data_ptr<scalar_t>(),
+                                        theta.const_data_ptr<scalar_t>(), g, relu);
+                                  });
+  return out;
+}
+
+// Element offsets of (c, y, x) inside one row of a dense tensor.
+struct RowStrides {
+  int64_t c, y, x;
+  static RowStrides of(const at::Tensor& t) { return {t.stride(1), t.stride(2), t.stride(3)}; }
+  int64_t at(int64_t ci, int64_t yi, int64_t xi) const { return ci * c + yi * y + xi * x; }
+};
+
+// Visits every (c, y, x) of an [C, H, W] row in memory order of `format`.
+template <typename Fn>
+void for_each_element(at::MemoryFormat format, int64_t C, int64_t H, int64_t W, const Fn& fn) {
+  if (format == at::MemoryFormat::ChannelsLast) {
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        for (int64_t c = 0; c < C; ++c) fn(c, y, x);
+  } else {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x) fn(c, y, x);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_branches_backward_cpu(
+    const at::Tensor& grad_in, const at::Tensor& out_in, const at::Tensor& ample_in,
+    const at::Tensor& focal_in, const at::Tensor& theta_in, bool relu) {
+  check_blend_backward_args(grad_in, out_in, ample_in, focal_in, theta_in);
+  const auto format = memory_format_of(focal_in);
+  const at::Tensor grad = grad_in.contiguous(format);
+  const at::Tensor out = out_in.contiguous(format);
+  const at::Tensor focal = focal_in.contiguous(format);
+  const at::Tensor ample = ample_in.contiguous(format);
+  const at::Tensor theta = theta_matrix(theta_in);
+  const BranchGeometry g(ample, focal);
+
+  at::Tensor d_focal = at::empty_like(focal, focal.options().memory_format(format));
+  at::Tensor d_ample = at::empty_like(ample, ample.options().memory_format(format));
+  at::Tensor d_theta = at::empty_like(theta);
+  const RowStrides fs = RowStrides::of(focal), as = RowStrides::of(ample);
+  const int64_t C = g.channels;
+  const int64_t focal_row = C * g.H * g.W, ample_row = C * g.h * g.w;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, focal.scalar_type(), "_blend_branches_backward_cpu", [&] {
+        using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
+        const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+        const scalar_t* op = out.const_data_ptr<scalar_t>();
+        const scalar_t* fp = focal.const_data_ptr<scalar_t>();
+        const scalar_t* ap = ample.const_data_ptr<scalar_t>();
+        const scalar_t* tp = theta.const_data_ptr<scalar_t>();
+        scalar_t* dfp = d_focal.data_ptr<scalar_t>();
+        scalar_t* dap = d_ample.data_ptr<scalar_t>();
+        scalar_t* dtp = d_theta.data_ptr<scalar_t>();
+        // Rows are independent; within a row one thread owns all of d_ample's
+        // sums, so the reduction order is fixed.
+        at::parallel_for(0, g.rows, 1, [&](int64_t lo, int64_t hi) {
+          std::vector<acc_t> sum_theta(C), sum_ample(ample_row);
+          for (int64_t n = lo; n < hi; ++n) {
+            std::fill(sum_theta.begin(), sum_theta.end(), acc_t(0));
+            std::fill(sum_ample.begin(), sum_ample.end(), acc_t(0));
+            const scalar_t* th = tp + n * C;
+            for_each_element(format, C, g.H, g.W, [&](int64_t c, int64_t y, int64_t x) {
+              const int64_t e = n * focal_row + fs.at(c, y, x);
+              const int64_t ae = as.at(c, g.src_y[y], g.src_x[x]);
+              const acc_t gm = relu && !(op[e] > scalar_t(0)) ? acc_t(0) : acc_t(gp[e]);
+              const acc_t t = th[c];
+              dfp[e] = static_cast<scalar_t>(gm * (acc_t(1) - t));
+              sum_theta[c] += gm * (acc_t(ap[n * ample_row + ae]) - acc_t(fp[e]));
+              sum_ample[ae] += gm;
+            });
+            for (int64_t c = 0; c < C; ++c) dtp[n * C + c] = static_cast<scalar_t>(sum_theta[c]);
+            for_each_element(format, C, g.h, g.w, [&](int64_t c, int64_t i, int64_t j) {
+              const int64_t ae = as.at(c, i, j);
+              dap[n * ample_row + ae] = static_cast<scalar_t>(acc_t(th[c]) * sum_ample[ae]);
+            });
+          }
+        });
+      });
+  return {d_ample, d_focal, d_theta.reshape(theta_in.sizes())};
+}
+
+template <typename scalar_t>
+void pool_rows(scalar_t* out, const at::Tensor& ample, const at::Tensor& focal,
+               const BranchGeometry& g, at::MemoryFormat format) {
+  using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
+  const std::vector<int64_t> count_y = nearest_counts(g.h, g.H);
+  const std::vector<int64_t> count_x = nearest_counts(g.w, g.W);
+  const RowStrides fs = RowStrides::of(focal), as = RowStrides::of(ample);
+  const int64_t C = g.channels;
+  const int64_t focal_row = C * g.H * g.W, ample_row = C * g.h * g.w;
+  const scalar_t* fp = focal.const_data_ptr<scalar_t>();
+  const scalar_t* ap = ample.const_data_ptr<scalar_t>();
+  const acc_t scale = acc_t(1) / acc_t(g.H * g.W);
+  at::parallel_for(0, g.rows, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<acc_t> sums(C);
+    for (int64_t n = lo; n < hi; ++n) {
+      std::fill(sums.begin(), sums.end(), acc_t(0));
+      const scalar_t* f = fp + n * focal_row;
+      const scalar_t* a = ap + n * ample_row;
+      // up(ample) repeats ample[i, j] count_y[i] * count_x[j] times.
+      for_each_element(format, C, g.h, g.w, [&](int64_t c, int64_t i, int64_t j) {
+        sums[c] += acc_t(count_y[i] * count_x[j]) * acc_t(a[as.at(c, i, j)]);
+      });
+      if (format == at::MemoryFormat::ChannelsLast) {
+        for (int64_t pix = 0; pix < g.H * g.W; ++pix)
+          for (int64_t c = 0; c < C; ++c) sums[c] += acc_t(f[pix * C + c]);
+      } else {
+        for (int64_t c = 0; c < C; ++c)
+          sums[c] += acc_t(vec::reduce_all([](auto x, auto y) { return x + y; },
+                                           f + c * fs.c, g.H * g.W));
+      }
+      for (int64_t c = 0; c < C; ++c) out[n * C + c] = static_cast<scalar_t>(sums[c] * scale);
+    }
+  });
+}
+
+at::Tensor pool_branches_cpu(const at::Tensor& ample_in, const at::Tensor& focal_in) {
+  check_pool_args(ample_in, focal_in);
+  const auto format = memory_format_of(focal_in);
+  const at::Tensor focal = focal_in.contiguous(format);
+  const at::Tensor ample = ample_in.contiguous(format);
+  at::Tensor out = at::empty({focal.size(0), focal.size(1)}, focal.options());
+  if (out.numel() == 0) return out;
+  if (focal.size(2) * focal.size(3) == 0) return out.fill_(NAN);  // mean of nothing
+  const BranchGeometry g(ample, focal);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, focal.scalar_type(),
+                                  "pool_branches_cpu", [&] {
+                                    pool_rows<scalar_t>(out.data_ptr<scalar_t>(), ample, focal, g,
+                                                        format);
+                                  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(afnet_kernels, CPU, m) {
+  m.impl("blend_branches", &blend_branches_cpu);
+  m.impl("_blend_branches_backward", &blend_branches_backward_cpu);
+  m.impl("pool_branches", &pool_branches_cpu);
+}
+
+}  // namespace cpu
+}  // namespace afnet_kernels

@@ -1,0 +1,150 @@
+// CPU scatter_frames: out[r] = base[r] + (src[inverse[r]] or fill), ReLU last.
+//
+// The kernel walks the *output* rows through an inverse index, so every output
+// element has one writer (deterministic, no atomics) and the fill, the
+// residual add and the ReLU are one pass over memory.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "common/checks.h"
+#include "cpu/row_spans.h"
+
+namespace afnet_kernels {
+namespace cpu {
+namespace {
+
+namespace vec = at::vec;
+
+// inverse[r] = k with index[k] == r, or -1; rejects out-of-range and repeated rows.
+std::vector<int64_t> inverse_of(const int64_t* idx, int64_t count, int64_t rows) {
+  std::vector<int64_t> inverse(rows, -1);
+  for (int64_t k = 0; k < count; ++k) {
+    check_index_value("scatter_frames", k, idx[k], rows);
+    TORCH_CHECK(inverse[idx[k]] < 0, "scatter_frames: index must be distinct, got row ", idx[k],
+                " at index[", inverse[idx[k]], "] and index[", k, "]");
+    inverse[idx[k]] = k;
+  }
+  return inverse;
+}
+
+// The fill as the kernel reads it: per channel [C], or one whole row laid out
+// like a row of base ([C, H, W] contiguous, [H, W, C] for channels_last).
+at::Tensor fill_in_row_layout(const at::Tensor& fill, at::MemoryFormat format) {
+  if (fill.dim() == 1 || format != at::MemoryFormat::ChannelsLast) return fill.contiguous();
+  return fill.permute({1, 2, 0}).contiguous();
+}
+
+template <typename scalar_t, bool kRelu>
+struct Kernels {
+  using opmath_t = at::opmath_type<scalar_t>;
+
+  template <typename V>
+  static V finish(const V& v) {
+    if constexpr (kRelu) {
+      return vec::maximum(v, V(0));
+    } else {
+      return v;
+    }
+  }
+
+  static void add(scalar_t* out, const scalar_t* a, const scalar_t* b, int64_t n) {
+    vec::map2([](auto x, auto y) { return finish(x + y); }, out, a, b, n);
+  }
+
+  static void add_scalar(scalar_t* out, const scalar_t* a, opmath_t s, int64_t n) {
+    vec::map([s](auto x) { return finish(x + decltype(x)(s)); }, out, a, n);
+  }
+
+  static void copy(scalar_t* out, const scalar_t* a, int64_t n) {
+    if constexpr (kRelu) {
+      vec::map([](auto x) { return finish(x); }, out, a, n);
+    } else {
+      std::memcpy(out, a, n * sizeof(scalar_t));
+    }
+  }
+};
+
+template <typename scalar_t, bool kRelu>
+void scatter_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src,
+                  const std::vector<int64_t>& inverse, const std::optional<at::Tensor>& fill,
+                  const RowLayout& layout) {
+  using K = Kernels<scalar_t, kRelu>;
+  const int64_t row_numel = base.size(1) * base.size(2) * base.size(3);
+  const scalar_t* b = base.const_data_ptr<scalar_t>();
+  const scalar_t* s = src.const_data_ptr<scalar_t>();
+  const scalar_t* f = fill ? fill->const_data_ptr<scalar_t>() : nullptr;
+  const bool per_channel = fill && fill->dim() == 1;
+  scalar_t* o = out.data_ptr<scalar_t>();
+
+  parallel_row_spans(base.size(0), row_numel, [&](int64_t r, int64_t begin, int64_t end) {
+    const int64_t offset = r * row_numel;
+    scalar_t* out_p = o + offset;
+    const scalar_t* base_p = b + offset;
+    const int64_t k = inverse[r];
+    if (k >= 0) {
+      K::add(out_p + begin, base_p + begin, s + k * row_numel + begin, end - begin);
+    } else if (f == nullptr) {
+      K::copy(out_p + begin, base_p + begin, end - begin);
+    } else if (!per_channel) {
+      K::add(out_p + begin, base_p + begin, f + begin, end - begin);
+    } else if (layout.inner == 1) {
+      // channels_last: the channels of a pixel are adjacent, like the fill.
+      for (int64_t p = begin; p < end;) {
+        const int64_t c = p % layout.channels;
+        const int64_t stop = std::min(end, p - c + layout.channels);
+        K::add(out_p + p, base_p + p, f + c, stop - p);
+        p = stop;
+      }
+    } else {
+      for (int64_t p = begin; p < end;) {
+        const int64_t c = p / layout.inner;
+        const int64_t stop = std::min(end, (c + 1) * layout.inner);
+        K::add_scalar(out_p + p, base_p + p, static_cast<typename K::opmath_t>(f[c]), stop - p);
+        p = stop;
+      }
+    }
+  });
+}
+
+at::Tensor scatter_frames_cpu(const at::Tensor& base_in, const at::Tensor& src_in,
+                              const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
+                              bool relu) {
+  check_scatter_args(base_in, src_in, index_in, fill_in);
+  const auto format = memory_format_of(base_in);
+  const at::Tensor base = base_in.contiguous(format);
+  const at::Tensor src = src_in.contiguous(format);
+  const at::Tensor index = index_in.contiguous();
+  const std::vector<int64_t> inverse =
+      inverse_of(index.data_ptr<int64_t>(), index.size(0), base.size(0));
+  std::optional<at::Tensor> fill;
+  if (fill_in.has_value() && fill_in->defined()) fill = fill_in_row_layout(*fill_in, format);
+
+  at::Tensor out = at::empty_like(base, base.options().memory_format(format));
+  const RowLayout layout = RowLayout::of(base, format);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(),
+                                  "scatter_frames_cpu", [&] {
+                                    if (relu) {
+                                      scatter_rows<scalar_t, true>(out, base, src, inverse, fill,
+                                                                   layout);
+                                    } else {
+                                      scatter_rows<scalar_t, false>(out, base, src, inverse, fill,
+                                                                    layout);
+                                    }
+                                  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(afnet_kernels, CPU, m) { m.impl("scatter_frames", &scatter_frames_cpu); }
+
+}  // namespace cpu
+}  // namespace afnet_kernels

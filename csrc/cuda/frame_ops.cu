@@ -1,0 +1,390 @@
+// CUDA kernels of the frame ops: select_frames, gather_frames (with the TSM
+// shift on the fly), its backward, and scatter_frames.
+//
+// Every kernel writes each output element exactly once (a frame row through
+// an inverse index, never atomics), so all ops are deterministic; the one
+// exception is the backward of a gather whose index repeats a row, which
+// falls back to atomics (see gather_frames_backward_cuda).
+//
+// Index values are not validated here (the Python wrapper checks their range
+// with one device read the model may skip), but no kernel reads or writes
+// outside its tensors: rows with an index out of range are skipped (gather:
+// zero row; scatter and backward: the index entry is ignored).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/Atomic.cuh>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <optional>
+#include <tuple>
+
+#include "../common/checks.h"
+#include "../common/indexing.h"
+#include "launch.cuh"
+
+namespace afnet_kernels {
+namespace cuda {
+namespace {
+
+// ---------------------------------------------------------------------------
+// select_frames
+// ---------------------------------------------------------------------------
+
+// counts = inclusive prefix count of selected rows. Row i is selected when its
+// count rises; its position is count - 1. Positions >= k_out are dropped (the
+// caller claimed fewer rows than selected) and index slots beyond the real
+// count are set to -1 (the caller claimed more).
+__global__ void select_frames_kernel(const int64_t* __restrict__ counts, int64_t rows,
+                                     int64_t k_out, int64_t* __restrict__ index,
+                                     int64_t* __restrict__ inverse) {
+  const int64_t total = counts[rows - 1];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < rows;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t count = counts[i];
+    const int64_t before = i > 0 ? counts[i - 1] : 0;
+    const int64_t pos = (count != before && count - 1 < k_out) ? count - 1 : -1;
+    inverse[i] = pos;
+    if (pos >= 0) index[pos] = i;
+    if (i < k_out && i >= total) index[i] = -1;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> select_frames_cuda(const at::Tensor& mask,
+                                                      std::optional<int64_t> num_selected) {
+  check_select_args(mask, num_selected);
+  const c10::cuda::CUDAGuard guard(mask.device());
+  const at::Tensor flat = mask.reshape({-1});
+  const at::Tensor selected = flat.scalar_type() == at::kBool ? flat : flat.ne(0);
+  const int64_t rows = flat.numel();
+  const at::Tensor counts = selected.cumsum(0, at::kLong);
+  // The only host sync of the op, skipped when the caller knows K.
+  const int64_t k = num_selected.has_value()
+                        ? *num_selected
+                        : (rows > 0 ? counts.select(0, rows - 1).item<int64_t>() : 0);
+  const auto options = mask.options().dtype(at::kLong);
+  at::Tensor index = at::empty({k}, options);
+  at::Tensor inverse = at::empty({rows}, options);
+  if (rows == 0) return {index, inverse};
+  select_frames_kernel<<<flat_blocks(rows), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      counts.data_ptr<int64_t>(), rows, k, index.data_ptr<int64_t>(),
+      inverse.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {index, inverse};
+}
+
+// ---------------------------------------------------------------------------
+// Shared pieces of the row kernels
+// ---------------------------------------------------------------------------
+
+FrameLayout frame_layout(const at::Tensor& t, at::MemoryFormat format) {
+  return {static_cast<uint32_t>(t.size(1)), static_cast<uint32_t>(t.size(2) * t.size(3)),
+          format == at::MemoryFormat::ChannelsLast};
+}
+
+// Whether packs of `width` elements never straddle a TSM class (channels
+// [0, fold), [fold, 2*fold), [2*fold, C)), so that one source row serves a
+// whole pack. Without a shift every row is one run.
+bool shift_runs_allow(const FrameLayout& layout, int64_t fold, int width) {
+  if (fold == 0) return true;
+  return layout.channels_last ? (layout.channels % width == 0 && fold % width == 0)
+                              : layout.pixels % width == 0;
+}
+
+template <int N, typename T>
+__device__ __forceinline__ Pack<T, N> load_row_or_zero(const T* base, int64_t row,
+                                                       uint32_t row_numel, uint32_t j) {
+  return row >= 0 ? load_pack<N>(base + row * row_numel + j) : zero_pack<N, T>();
+}
+
+// ---------------------------------------------------------------------------
+// gather_frames
+// ---------------------------------------------------------------------------
+
+// out[k] = shift(x)[index[k]]: channel c of row k comes from row
+// shifted_source_row(index[k], c) (zeros at clip edges and for bad indices).
+template <typename T, int N>
+__global__ void gather_frames_kernel(const T* __restrict__ x, const int64_t* __restrict__ index,
+                                     T* __restrict__ out, int64_t k_rows, int64_t x_rows,
+                                     uint32_t row_numel, FrameLayout layout, int64_t fold,
+                                     int64_t num_segments) {
+  const uint32_t row_packs = row_numel / N;
+  for (int64_t k = grid_row_begin(); k < k_rows; k += grid_row_stride()) {
+    const int64_t row = index[k];
+    const bool valid = row >= 0 && row < x_rows;
+    T* out_row = out + k * row_numel;
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      const int64_t c = fold > 0 ? layout.channel(j) : 0;
+      const int64_t src = valid ? shifted_source_row(row, c, fold, num_segments) : -1;
+      store_pack<N>(out_row + j, load_row_or_zero<N>(x, src, row_numel, j));
+    }
+  }
+}
+
+at::Tensor gather_frames_cuda(const at::Tensor& x_in, const at::Tensor& index_in,
+                              int64_t num_segments, int64_t shift_div) {
+  check_gather_args(x_in, index_in, num_segments, shift_div);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::MemoryFormat format = memory_format_of(x_in);
+  const at::Tensor x = dense_in(x_in, format);
+  const at::Tensor index = index_in.contiguous();
+  const int64_t k_rows = index.size(0);
+  at::Tensor out = at::empty({k_rows, x.size(1), x.size(2), x.size(3)},
+                             x.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const uint32_t row_numel = checked_frame_numel(x, "gather_frames");
+  const FrameLayout layout = frame_layout(x, format);
+  const int64_t fold = shift_fold(x.size(1), shift_div);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_frames_cuda", [&] {
+    constexpr int kWidth = pack_width<scalar_t>();
+    const bool wide = row_numel % kWidth == 0 && shift_runs_allow(layout, fold, kWidth) &&
+                      all_aligned({x.data_ptr(), out.data_ptr()});
+    with_pack_width<scalar_t>(wide, [&](auto width) {
+      constexpr int N = decltype(width)::value;
+      const RowGrid g = row_grid(k_rows, row_numel / N);
+      gather_frames_kernel<scalar_t, N><<<g.grid, g.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          x.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), k_rows,
+          x.size(0), row_numel, layout, fold, num_segments);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Inverse index (scatter_frames and the gather backward)
+// ---------------------------------------------------------------------------
+
+// inverse[index[k]] = k, the largest k when a row repeats (deterministic);
+// *repeated (if given) becomes 1 when any row repeats.
+__global__ void inverse_index_kernel(const int64_t* __restrict__ index, int64_t k_rows,
+                                     int64_t rows, int64_t* __restrict__ inverse,
+                                     int* __restrict__ repeated) {
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < k_rows;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = index[k];
+    if (row < 0 || row >= rows) continue;
+    const long long before =
+        atomicMax(reinterpret_cast<long long*>(inverse + row), static_cast<long long>(k));
+    if (before != -1 && repeated != nullptr) *repeated = 1;
+  }
+}
+
+// inverse [rows] of index [K] (int64, contiguous), -1 for rows not indexed.
+at::Tensor inverse_index(const at::Tensor& index, int64_t rows, int* repeated) {
+  at::Tensor inverse = at::full({rows}, -1, index.options());
+  const int64_t k_rows = index.size(0);
+  if (k_rows == 0 || rows == 0) return inverse;
+  inverse_index_kernel<<<flat_blocks(k_rows), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      index.data_ptr<int64_t>(), k_rows, rows, inverse.data_ptr<int64_t>(), repeated);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return inverse;
+}
+
+// ---------------------------------------------------------------------------
+// _gather_frames_backward
+// ---------------------------------------------------------------------------
+
+// grad_x[r] at channel c = grad[inverse[shifted_target_row(r, c)]] (or zero):
+// with distinct indices each source element receives at most one gradient.
+// When the index repeats a row (*repeated), this writes zeros and the atomic
+// kernel below adds every contribution.
+template <typename T, int N>
+__global__ void gather_backward_kernel(const T* __restrict__ grad,
+                                       const int64_t* __restrict__ inverse,
+                                       const int* __restrict__ repeated, T* __restrict__ out,
+                                       int64_t rows, uint32_t row_numel, FrameLayout layout,
+                                       int64_t fold, int64_t num_segments) {
+  const bool zero_only = *repeated != 0;
+  const uint32_t row_packs = row_numel / N;
+  for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
+    T* out_row = out + r * row_numel;
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      int64_t k = -1;
+      if (!zero_only) {
+        const int64_t c = fold > 0 ? layout.channel(j) : 0;
+        const int64_t target = shifted_target_row(r, c, fold, num_segments);
+        k = target >= 0 ? inverse[target] : -1;
+      }
+      store_pack<N>(out_row + j, load_row_or_zero<N>(grad, k, row_numel, j));
+    }
+  }
+}
+
+// Repeated rows only: out[shifted_source_row(index[k], c)] += grad[k] at c.
+// Returns at once (one flag read per thread) when no row repeats.
+template <typename T>
+__global__ void gather_backward_repeated_kernel(const T* __restrict__ grad,
+                                                const int64_t* __restrict__ index,
+                                                const int* __restrict__ repeated,
+                                                T* __restrict__ out, int64_t k_rows,
+                                                int64_t rows, uint32_t row_numel,
+                                                FrameLayout layout, int64_t fold,
+                                                int64_t num_segments) {
+  if (*repeated == 0) return;
+  const int64_t total = k_rows * row_numel;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / row_numel;
+    const uint32_t j = static_cast<uint32_t>(i - k * row_numel);
+    const int64_t row = index[k];
+    if (row < 0 || row >= rows) continue;
+    const int64_t c = fold > 0 ? layout.channel(j) : 0;
+    const int64_t src = shifted_source_row(row, c, fold, num_segments);
+    if (src >= 0) gpuAtomicAddNoReturn(out + src * row_numel + j, grad[i]);
+  }
+}
+
+at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tensor& index_in,
+                                       int64_t num_rows, int64_t num_segments,
+                                       int64_t shift_div) {
+  check_gather_backward_args(grad_in, index_in, num_rows, num_segments, shift_div);
+  const c10::cuda::CUDAGuard guard(grad_in.device());
+  const at::MemoryFormat format = memory_format_of(grad_in);
+  const at::Tensor grad = dense_in(grad_in, format);
+  const at::Tensor index = index_in.contiguous();
+  at::Tensor out = at::empty({num_rows, grad.size(1), grad.size(2), grad.size(3)},
+                             grad.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const uint32_t row_numel = checked_frame_numel(grad, "_gather_frames_backward");
+  const FrameLayout layout = frame_layout(grad, format);
+  const int64_t fold = shift_fold(grad.size(1), shift_div);
+  at::Tensor repeated = at::zeros({1}, grad.options().dtype(at::kInt));
+  const at::Tensor inverse = inverse_index(index, num_rows, repeated.data_ptr<int>());
+  const int64_t k_rows = index.size(0);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_frames_backward_cuda", [&] {
+    constexpr int kWidth = pack_width<scalar_t>();
+    const bool wide = row_numel % kWidth == 0 && shift_runs_allow(layout, fold, kWidth) &&
+                      all_aligned({grad.data_ptr(), out.data_ptr()});
+    with_pack_width<scalar_t>(wide, [&](auto width) {
+      constexpr int N = decltype(width)::value;
+      const RowGrid g = row_grid(num_rows, row_numel / N);
+      gather_backward_kernel<scalar_t, N><<<g.grid, g.block, 0, stream>>>(
+          grad.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(), repeated.data_ptr<int>(),
+          out.data_ptr<scalar_t>(), num_rows, row_numel, layout, fold, num_segments);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    if (k_rows > 0) {
+      // A small grid: in the common case (distinct rows) every block exits at once.
+      const int64_t blocks = std::min<int64_t>(ceil_div(k_rows * row_numel, kThreads),
+                                               4 * multiprocessor_count());
+      gather_backward_repeated_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+          grad.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), repeated.data_ptr<int>(),
+          out.data_ptr<scalar_t>(), k_rows, num_rows, row_numel, layout, fold, num_segments);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// scatter_frames
+// ---------------------------------------------------------------------------
+
+enum class FillKind : int { kNone, kPerChannel, kPerElement };
+
+// out[r] = base[r] + (inverse[r] >= 0 ? src[inverse[r]] : fill), ReLU last.
+// A per-element fill is one frame laid out like base's rows.
+template <typename T, int N>
+__global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __restrict__ src,
+                                      const int64_t* __restrict__ inverse,
+                                      const T* __restrict__ fill, FillKind fill_kind, bool relu,
+                                      T* __restrict__ out, int64_t rows, uint32_t row_numel,
+                                      FrameLayout layout) {
+  using acc_t = at::opmath_type<T>;
+  const uint32_t row_packs = row_numel / N;
+  for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
+    const int64_t k = inverse[r];
+    const T* base_row = base + r * row_numel;
+    T* out_row = out + r * row_numel;
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      const Pack<T, N> b = load_pack<N>(base_row + j);
+      Pack<T, N> a;
+      if (k >= 0) {
+        a = load_pack<N>(src + k * row_numel + j);
+      } else if (fill_kind == FillKind::kPerElement) {
+        a = load_pack<N>(fill + j);
+      } else if (fill_kind == FillKind::kPerChannel) {
+        // A pack lies in one channel (contiguous) or spans channels c..c+N-1 (channels_last).
+        const uint32_t c = layout.channel(j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) a.v[i] = fill[layout.channels_last ? c + i : c];
+      } else {
+        a = zero_pack<N, T>();
+      }
+      Pack<T, N> result;
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const acc_t sum = static_cast<acc_t>(b.v[i]) + static_cast<acc_t>(a.v[i]);
+        result.v[i] = static_cast<T>(relu ? relu_keep_nan(sum) : sum);
+      }
+      store_pack<N>(out_row + j, result);
+    }
+  }
+}
+
+at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_in,
+                               const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
+                               bool relu) {
+  check_scatter_args(base_in, src_in, index_in, fill_in);
+  const c10::cuda::CUDAGuard guard(base_in.device());
+  const at::MemoryFormat format = memory_format_of(base_in);
+  const at::Tensor base = dense_in(base_in, format);
+  const at::Tensor src = dense_in(src_in, format);
+  const at::Tensor index = index_in.contiguous();
+  at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const uint32_t row_numel = checked_frame_numel(base, "scatter_frames");
+  const FrameLayout layout = frame_layout(base, format);
+  FillKind fill_kind = FillKind::kNone;
+  at::Tensor fill;
+  if (fill_in.has_value() && fill_in->defined()) {
+    if (fill_in->dim() == 1) {
+      fill_kind = FillKind::kPerChannel;
+      fill = fill_in->contiguous();
+    } else {
+      // [C, H, W] as one frame in base's layout.
+      fill_kind = FillKind::kPerElement;
+      fill = dense_in(fill_in->unsqueeze(0), format);
+    }
+  }
+  const int64_t rows = base.size(0);
+  const at::Tensor inverse = inverse_index(index, rows, nullptr);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_frames_cuda", [&] {
+    constexpr int kWidth = pack_width<scalar_t>();
+    bool wide = row_numel % kWidth == 0 &&
+                all_aligned({base.data_ptr(), src.data_ptr(), out.data_ptr()});
+    if (fill_kind == FillKind::kPerElement) wide = wide && is_aligned(fill.data_ptr(), kPackBytes);
+    if (fill_kind == FillKind::kPerChannel) {
+      wide = wide && (layout.channels_last ? layout.channels % kWidth == 0
+                                           : layout.pixels % kWidth == 0);
+    }
+    const scalar_t* fill_ptr = fill.defined() ? fill.data_ptr<scalar_t>() : nullptr;
+    with_pack_width<scalar_t>(wide, [&](auto width) {
+      constexpr int N = decltype(width)::value;
+      const RowGrid g = row_grid(rows, row_numel / N);
+      scatter_frames_kernel<scalar_t, N><<<g.grid, g.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          base.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(),
+          fill_ptr, fill_kind, relu, out.data_ptr<scalar_t>(), rows, row_numel, layout);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace afnet_kernels
+
+TORCH_LIBRARY_IMPL(afnet_kernels, CUDA, m) {
+  m.impl("select_frames", &afnet_kernels::cuda::select_frames_cuda);
+  m.impl("gather_frames", &afnet_kernels::cuda::gather_frames_cuda);
+  m.impl("_gather_frames_backward", &afnet_kernels::cuda::gather_frames_backward_cuda);
+  m.impl("scatter_frames", &afnet_kernels::cuda::scatter_frames_cuda);
+}

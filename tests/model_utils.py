@@ -1,0 +1,71 @@
+"""Recipes of the golden fixtures (``tests/data/*.pt``, see ``../shared/fixtures/official/README.md``).
+
+Shared by the model tests: weights from ``seed`` walked over ``keys_shapes``, the input from
+``input_seed``, and small helpers to load a fixture and compare logits.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+DATA = Path(__file__).parent / "data"
+FIXTURES = ("af_resnet50_t8", "af_resnet50_tsm_t8", "af_mobilenetv3_tsm_t8")
+
+
+def load_fixture(name: str) -> dict:
+    """The fixture dict of ``tests/data/<name>.pt`` (plain tensors, lists and numbers)."""
+    return torch.load(DATA / f"{name}.pt", weights_only=True)
+
+
+def fixture_state_dict(fixture: dict) -> Dict[str, torch.Tensor]:
+    """Weights of the released model by the README recipe, keyed like ``keys_shapes``
+    (``base_model.*``, ``new_fc.*``), drawn from one generator seeded with ``fixture["seed"]``."""
+    g = torch.Generator().manual_seed(fixture["seed"])
+    state: Dict[str, torch.Tensor] = {}
+    for key, shape, _dtype in fixture["keys_shapes"]:
+        shape = tuple(shape)
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        elif key.endswith("running_mean"):
+            state[key] = torch.randn(shape, generator=g) * 0.1
+        elif len(shape) == 1:
+            state[key] = torch.randn(shape, generator=g) * 0.1 + (1.0 if key.endswith("weight") else 0.0)
+        else:
+            fan_in = math.prod(shape[1:])
+            state[key] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
+    return state
+
+
+def fixture_video(fixture: dict) -> torch.Tensor:
+    """The fixture's input as a video ``[N, T, 3, 224, 224]`` (the recipe's ``[N, T*3, H, W]`` reshaped)."""
+    n, t3, h, w = fixture["input_shape"]
+    t = t3 // 3
+    g = torch.Generator().manual_seed(fixture["input_seed"])
+    a = torch.randn(n, t, 3, h, w, generator=g)
+    b = torch.rand(n, t, 1, 1, 1, generator=g)
+    c = torch.randn(n, t, 3, 1, 1, generator=g)
+    return a * (0.5 + b) + c
+
+
+def fixture_masks(fixture: dict) -> List[torch.Tensor]:
+    """Golden masks as bool ``[N, T]``."""
+    return [m.bool() for m in fixture["masks"]]
+
+
+def relative_error(ours: torch.Tensor, golden: torch.Tensor) -> float:
+    """``‖ours − golden‖ / ‖golden‖`` in float64."""
+    ours, golden = ours.double(), golden.double()
+    return ((ours - golden).norm() / golden.norm()).item()
+
+
+def random_state_like(model: torch.nn.Module, seed: int) -> Dict[str, torch.Tensor]:
+    """Random weights for ``model`` by the fixture recipe (BN statistics away from the identity),
+    so that every block contributes and ``F(0)`` is far from zero."""
+    keys = [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
+    return fixture_state_dict({"seed": seed, "keys_shapes": keys})
