@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, List, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from afnet.layers import FixedPolicy, Navigation
 
 
 def ratio_penalty(masks: Sequence[torch.Tensor], rt: float) -> torch.Tensor:
@@ -38,3 +42,27 @@ def afnet_loss(
         lam: 0.5 for Something-Something and Jester, 1 for Mini-Kinetics and ActivityNet.
     """
     return F.cross_entropy(logits, target) + lam * ratio_penalty(masks, rt)
+
+
+@contextlib.contextmanager
+def record_masks(model: nn.Module) -> Iterator[List[torch.Tensor]]:
+    """Collect the differentiable masks ``[N, T]`` of every gate (navigation or fixed policy)
+    under ``model`` during the forward passes run inside the ``with`` block, in forward order.
+
+    The model's ``return_masks`` gives detached bool masks; training needs these instead::
+
+        with record_masks(model) as masks:
+            logits = model(video)
+        loss = afnet_loss(logits, target, masks, rt)
+    """
+    masks: List[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        masks.append(output)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (Navigation, FixedPolicy))]
+    try:
+        yield masks
+    finally:
+        for h in handles:
+            h.remove()

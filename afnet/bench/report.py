@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -20,6 +19,7 @@ Row = Dict[str, Any]
 
 CSV_FIELDS = (
     "key", "model", "arch", "execution", "frames", "shift", "rt_target", "rt_realized", "gflops",
+    "gflops_executed",
     "latency_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "mean_ms", "samples", "ms_per_video",
     "videos_per_s", "speedup_vs_tsn", "speedup_vs_tsm", "speedup_vs_dense", "gflop_per_s",
     "efficiency", "check_rel_err",
@@ -39,7 +39,7 @@ def build_rows(
     """One row per entry, with the derived columns.
 
     ``facts[entry.key]`` holds ``gflops`` and ``rt_realized`` (and optionally
-    ``check_rel_err``). Speedups are ratios of median latencies, against the
+    ``gflops_executed`` and ``check_rel_err``). Speedups are ratios of median latencies, against the
     TSN/TSM baselines and against the dense twin on the same masks;
     efficiency = speedup vs TSN ÷ (TSN GFLOPs / row GFLOPs), i.e. the achieved
     GFLOP/s relative to TSN's (1.0: every FLOP saved is time saved).
@@ -52,7 +52,8 @@ def build_rows(
         rows.append({
             "key": e.key, "model": e.label, "arch": e.arch, "execution": e.execution or "-",
             "frames": e.frames, "shift": e.shift, "rt_target": e.rt, "rt_realized": f.get("rt_realized"),
-            "gflops": f["gflops"], "latency_ms": ms["median"], "q1_ms": ms["q1"], "q3_ms": ms["q3"],
+            "gflops": f["gflops"], "gflops_executed": f.get("gflops_executed"),
+            "latency_ms": ms["median"], "q1_ms": ms["q1"], "q3_ms": ms["q3"],
             "min_ms": ms["min"], "max_ms": ms["max"], "mean_ms": ms["mean"], "samples": s.n,
             "ms_per_video": ms["median"] / batch, "videos_per_s": batch / s.median,
             "gflop_per_s": f["gflops"] * batch / s.median, "check_rel_err": f.get("check_rel_err"),
@@ -167,7 +168,3 @@ def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def finite_or_none(x: Optional[float]) -> Optional[float]:
-    """JSON has no NaN/inf: map them to null."""
-    return None if x is None or not math.isfinite(x) else x

@@ -65,7 +65,7 @@ class ResidualBlock(CachedInference):
         fill_zero_response: bool = True,
     ) -> None:
         super().__init__()
-        self.downsample = downsample
+        self.downsample: Optional[nn.Module] = None  # set by subclasses after their convs (key order)
         self.relu = nn.ReLU(inplace=True)
         self.last_relu = last_relu
         self.shift_div = shift_div
@@ -170,6 +170,7 @@ class Bottleneck(ResidualBlock):
         self.bn2 = nn.BatchNorm2d(mid)
         self.conv3 = conv1x1(mid, out_channels, groups=groups)
         self.bn3 = nn.BatchNorm2d(out_channels)
+        self.downsample = downsample
 
     def branch_modules(self) -> List[nn.Module]:
         return [self.conv1, self.bn1, self.relu, self.conv2, self.bn2, self.relu, self.conv3, self.bn3]
@@ -197,6 +198,7 @@ class BasicBlock(ResidualBlock):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels, groups=groups)
         self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = downsample
 
     def branch_modules(self) -> List[nn.Module]:
         return [self.conv1, self.bn1, self.relu, self.conv2, self.bn2]

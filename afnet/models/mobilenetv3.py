@@ -315,7 +315,7 @@ class AFMobileNetV3(CachedInference):
 
     def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """``x`` ``[N*T, 3, H, W]`` -> (per-frame logits ``[N*T, classes]``, masks ``[N, T]``)."""
-        binary = all(getattr(g, "is_binary", True) for g in self.modules() if isinstance(g, (Navigation, FixedPolicy)))
+        binary = all(g.is_binary for g in list(self.list_gen2) + list(self.list_gen3))
         if ctx.sparse and binary:
             with torch.no_grad(), trusted_indices(ctx.ops):
                 return self._infer(x, ctx)

@@ -64,13 +64,36 @@ at::Tensor theta_matrix(const at::Tensor& theta, const at::Tensor& focal) {
 // blend_branches
 // ---------------------------------------------------------------------------
 
-// out = θ·up(ample) + (1−θ)·focal, ReLU if asked. A pack covers N pixels of
-// one image row and channel (contiguous, W % N == 0) or N channels of one
-// pixel (channels_last, C % N == 0).
+// Moves the position (c, y, x) of a frame element to the next element in
+// memory order: x, then y, then c (contiguous); c, then x, then y
+// (channels_last). Past the frame's last element it leaves the frame.
+__device__ __forceinline__ void advance_position(const BranchGeometry& g, uint32_t& c,
+                                                 uint32_t& y, uint32_t& x) {
+  if (g.channels_last) {
+    if (++c == g.channels) {
+      c = 0;
+      if (++x == g.width) {
+        x = 0;
+        ++y;
+      }
+    }
+  } else if (++x == g.width) {
+    x = 0;
+    if (++y == g.height) {
+      y = 0;
+      ++c;
+    }
+  }
+}
+
+// out = θ·up(ample) + (1−θ)·focal, ReLU if asked. focal and out move in packs
+// of N elements, which may cross image rows, channels or pixels; ample and
+// theta are read per element, or as packs when `ample_packs` (channels_last
+// with C % N == 0: a pack is N channels of one pixel).
 template <typename T, int N>
 __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ focal,
                              const T* __restrict__ theta, T* __restrict__ out,
-                             BranchGeometry g, bool relu) {
+                             BranchGeometry g, bool relu, bool ample_packs) {
   using acc_t = at::opmath_type<T>;
   const uint32_t pixels = g.pixels();
   const uint32_t row_numel = g.channels * pixels;
@@ -83,26 +106,35 @@ __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ 
     T* out_row = out + n * row_numel;
     for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
       const uint32_t j = p * N;
-      const uint32_t c = g.channels_last ? j % g.channels : j / pixels;
+      uint32_t c = g.channels_last ? j % g.channels : j / pixels;
       const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
-      const int64_t y = pixel / g.width;
-      const int64_t x = pixel % g.width;
-      const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+      uint32_t y = pixel / g.width;
+      uint32_t x = pixel % g.width;
       const Pack<T, N> f = load_pack<N>(focal_row + j);
       Pack<T, N> a;
-      if (g.channels_last) {
+      acc_t th[N];
+      if (ample_packs) {
+        const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
         const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
         a = load_pack<N>(ample_row + (sy * g.ample_width + sx) * g.channels + c);
-      } else {
-        const T* ample_line = ample_row + (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width;
 #pragma unroll
-        for (int i = 0; i < N; ++i) a.v[i] = ample_line[nearest_source_index(x + i, g.ample_width, g.width)];
+        for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta_row[c + i]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+          const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+          const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
+          a.v[i] = ample_row[g.channels_last
+                                 ? (sy * g.ample_width + sx) * g.channels + c
+                                 : (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width + sx];
+          th[i] = static_cast<acc_t>(theta_row[c]);
+          advance_position(g, c, y, x);
+        }
       }
       Pack<T, N> result;
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        const acc_t th = static_cast<acc_t>(theta_row[g.channels_last ? c + i : c]);
-        const acc_t v = th * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th) * static_cast<acc_t>(f.v[i]);
+        const acc_t v = th[i] * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th[i]) * static_cast<acc_t>(f.v[i]);
         result.v[i] = static_cast<T>(relu ? relu_keep_nan(v) : v);
       }
       store_pack<N>(out_row + j, result);
@@ -123,16 +155,16 @@ at::Tensor blend_branches_cuda(const at::Tensor& ample_in, const at::Tensor& foc
   const BranchGeometry g = branch_geometry(ample, focal, format, "blend_branches");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, focal.scalar_type(), "blend_branches_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
-    const bool wide = g.channels_last
-                          ? g.channels % kWidth == 0 &&
-                                all_aligned({focal.data_ptr(), out.data_ptr(), ample.data_ptr()})
-                          : g.width % kWidth == 0 && all_aligned({focal.data_ptr(), out.data_ptr()});
+    const int64_t row_numel = static_cast<int64_t>(g.channels) * g.pixels();
+    const bool wide = row_numel % kWidth == 0 && all_aligned({focal.data_ptr(), out.data_ptr()});
     with_pack_width<scalar_t>(wide, [&](auto width) {
       constexpr int N = decltype(width)::value;
-      const RowGrid grid = row_grid(g.rows, static_cast<int64_t>(g.channels) * g.pixels() / N);
+      const bool ample_packs = g.channels_last && g.channels % N == 0 &&
+                               is_aligned(ample.data_ptr(), N * sizeof(scalar_t));
+      const RowGrid grid = row_grid(g.rows, row_numel / N);
       blend_kernel<scalar_t, N><<<grid.grid, grid.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
           ample.data_ptr<scalar_t>(), focal.data_ptr<scalar_t>(), theta.data_ptr<scalar_t>(),
-          out.data_ptr<scalar_t>(), g, relu);
+          out.data_ptr<scalar_t>(), g, relu, ample_packs);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -84,13 +84,15 @@ FrameLayout frame_layout(const at::Tensor& t, at::MemoryFormat format) {
           format == at::MemoryFormat::ChannelsLast};
 }
 
-// Whether packs of `width` elements never straddle a TSM class (channels
-// [0, fold), [fold, 2*fold), [2*fold, C)), so that one source row serves a
-// whole pack. Without a shift every row is one run.
+// Whether packs of `width` elements (width | C*H*W) never straddle a TSM
+// class (channels [0, fold), [fold, 2*fold), [2*fold, C)), so that the
+// channel of a pack's first element picks the source row of the whole pack.
+// Class boundaries sit at fold*H*W and 2*fold*H*W in a contiguous frame, and
+// at every pixel's channels 0, fold and 2*fold in a channels_last one.
 bool shift_runs_allow(const FrameLayout& layout, int64_t fold, int width) {
   if (fold == 0) return true;
   return layout.channels_last ? (layout.channels % width == 0 && fold % width == 0)
-                              : layout.pixels % width == 0;
+                              : (fold * layout.pixels) % width == 0;
 }
 
 template <int N, typename T>
@@ -286,16 +288,13 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
 // scatter_frames
 // ---------------------------------------------------------------------------
 
-enum class FillKind : int { kNone, kPerChannel, kPerElement };
-
 // out[r] = base[r] + (inverse[r] >= 0 ? src[inverse[r]] : fill), ReLU last.
-// A per-element fill is one frame laid out like base's rows.
+// fill is one frame laid out like base's rows, or null for none.
 template <typename T, int N>
 __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __restrict__ src,
                                       const int64_t* __restrict__ inverse,
-                                      const T* __restrict__ fill, FillKind fill_kind, bool relu,
-                                      T* __restrict__ out, int64_t rows, uint32_t row_numel,
-                                      FrameLayout layout) {
+                                      const T* __restrict__ fill, bool relu, T* __restrict__ out,
+                                      int64_t rows, uint32_t row_numel) {
   using acc_t = at::opmath_type<T>;
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
@@ -308,13 +307,8 @@ __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __res
       Pack<T, N> a;
       if (k >= 0) {
         a = load_pack<N>(src + k * row_numel + j);
-      } else if (fill_kind == FillKind::kPerElement) {
+      } else if (fill != nullptr) {
         a = load_pack<N>(fill + j);
-      } else if (fill_kind == FillKind::kPerChannel) {
-        // A pack lies in one channel (contiguous) or spans channels c..c+N-1 (channels_last).
-        const uint32_t c = layout.channel(j);
-#pragma unroll
-        for (int i = 0; i < N; ++i) a.v[i] = fill[layout.channels_last ? c + i : c];
       } else {
         a = zero_pack<N, T>();
       }
@@ -341,37 +335,28 @@ at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_
   at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
   if (out.numel() == 0) return out;
   const uint32_t row_numel = checked_frame_numel(base, "scatter_frames");
-  const FrameLayout layout = frame_layout(base, format);
-  FillKind fill_kind = FillKind::kNone;
+  // fill as one frame in base's layout: [C, H, W] as is, [C] broadcast over
+  // H, W (one frame's worth of work, so that the kernel only reads packs).
   at::Tensor fill;
   if (fill_in.has_value() && fill_in->defined()) {
-    if (fill_in->dim() == 1) {
-      fill_kind = FillKind::kPerChannel;
-      fill = fill_in->contiguous();
-    } else {
-      // [C, H, W] as one frame in base's layout.
-      fill_kind = FillKind::kPerElement;
-      fill = dense_in(fill_in->unsqueeze(0), format);
-    }
+    const at::Tensor frame = fill_in->dim() == 1
+                                 ? fill_in->reshape({1, base.size(1), 1, 1}).expand({1, base.size(1), base.size(2), base.size(3)})
+                                 : fill_in->unsqueeze(0);
+    fill = dense_in(frame, format);
   }
   const int64_t rows = base.size(0);
   const at::Tensor inverse = inverse_index(index, rows, nullptr);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_frames_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
-    bool wide = row_numel % kWidth == 0 &&
-                all_aligned({base.data_ptr(), src.data_ptr(), out.data_ptr()});
-    if (fill_kind == FillKind::kPerElement) wide = wide && is_aligned(fill.data_ptr(), kPackBytes);
-    if (fill_kind == FillKind::kPerChannel) {
-      wide = wide && (layout.channels_last ? layout.channels % kWidth == 0
-                                           : layout.pixels % kWidth == 0);
-    }
     const scalar_t* fill_ptr = fill.defined() ? fill.data_ptr<scalar_t>() : nullptr;
+    const bool wide = row_numel % kWidth == 0 &&
+                      all_aligned({base.data_ptr(), src.data_ptr(), out.data_ptr(), fill_ptr});
     with_pack_width<scalar_t>(wide, [&](auto width) {
       constexpr int N = decltype(width)::value;
       const RowGrid g = row_grid(rows, row_numel / N);
       scatter_frames_kernel<scalar_t, N><<<g.grid, g.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
           base.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(),
-          fill_ptr, fill_kind, relu, out.data_ptr<scalar_t>(), rows, row_numel, layout);
+          fill_ptr, relu, out.data_ptr<scalar_t>(), rows, row_numel);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -1,0 +1,70 @@
+"""Shared test helpers: device parametrization, output poisoning, tolerances."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List
+
+import pytest
+import torch
+
+NO_GPU = "no CUDA GPU visible"
+
+
+def cpu_and_cuda() -> List:
+    """``pytest.mark.parametrize`` values ``"cpu"`` and ``"cuda"``; CUDA is marked
+    ``cuda`` and skipped with a reason when no GPU is visible."""
+    return [
+        pytest.param("cpu", id="cpu"),
+        pytest.param(
+            "cuda",
+            id="cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU),
+            ],
+        ),
+    ]
+
+
+def needs_cuda(fn):
+    """Marks a test as needing a GPU (skipped with a reason when none is visible)."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)(fn))
+
+
+@contextlib.contextmanager
+def poisoned_outputs() -> Iterator[None]:
+    """Inside the block every ``empty`` allocation (also those made by the C++/CUDA
+    kernels) is filled with NaN (integers: their maximum), so an element a kernel
+    forgets to write shows up in the comparison."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[2]
+
+
+@pytest.fixture
+def poison() -> Iterator[None]:
+    """Fixture form of ``poisoned_outputs`` for a whole test."""
+    with poisoned_outputs():
+        yield
+
+
+def assert_close_lowp(out: torch.Tensor, ref_lowp: torch.Tensor, ref_exact: torch.Tensor) -> None:
+    """Half-precision check: the kernel's error against the float64 reference is
+    at most twice the reference's own error at that precision (plus one rounding
+    step of the largest value, since the kernel may round at different points)."""
+    assert out.dtype == ref_lowp.dtype and out.shape == ref_exact.shape
+    assert not out.isnan().any() or ref_exact.isnan().any(), "NaN in the output"
+    err = (out.double() - ref_exact).abs().max().item() if out.numel() else 0.0
+    ref_err = (ref_lowp.double() - ref_exact).abs().max().item() if out.numel() else 0.0
+    ulp = torch.finfo(out.dtype).eps * (ref_exact.abs().max().item() if out.numel() else 0.0)
+    assert err <= 2 * ref_err + ulp, f"error {err:.3g} > 2 x reference error {ref_err:.3g} + {ulp:.3g}"

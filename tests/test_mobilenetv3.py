@@ -1,0 +1,269 @@
+"""AF-MobileNetV3: golden fixture of the released code, sparse = dense, options, caches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import afnet
+import afnet.sparse
+from afnet.flops import count_flops
+from afnet.models.mobilenetv3 import AFMobileNetV3, make_divisible
+from tests.model_utils import (
+    fixture_masks,
+    fixture_state_dict,
+    fixture_video,
+    load_fixture,
+    random_state_like,
+    relative_error,
+)
+
+FIXTURE = "af_mobilenetv3_tsm_t8"
+N, T, SIZE = 2, 4, 32
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+DEVICES = ["cpu", pytest.param("cuda", marks=[cuda, pytest.mark.cuda])]
+
+
+@pytest.fixture(scope="module")
+def golden():
+    fx = load_fixture(FIXTURE)
+    model = afnet.create_model("af_mobilenetv3", num_classes=174, num_segments=fx["num_segments"])
+    model.load_state_dict(fixture_state_dict(fx))
+    return fx, model.eval(), fixture_video(fx)
+
+
+def small_model(seed: int = 0, **options) -> torch.nn.Module:
+    model = afnet.create_model("af_mobilenetv3", num_classes=10, num_segments=T, **options)
+    model.load_state_dict(random_state_like(model, seed))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A shared eval model with random weights, for the tests that do not modify it."""
+    return small_model()
+
+
+def small_video(seed: int = 1, n: int = N, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(n, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def mask_case(case: str, n: int = N, seed: int = 2):
+    """Five masks ``[n, T]`` (one per navigation module)."""
+    g = torch.Generator().manual_seed(seed)
+    if case == "none":
+        return [torch.zeros(n, T, dtype=torch.bool) for _ in range(5)]
+    if case == "all":
+        return [torch.ones(n, T, dtype=torch.bool) for _ in range(5)]
+    if case == "one":
+        masks = [torch.zeros(n, T, dtype=torch.bool) for _ in range(5)]
+        for i, m in enumerate(masks):
+            m[i % n, i % T] = True  # first, middle and last frames across blocks
+        return masks
+    masks = [torch.rand(n, T, generator=g) < 0.5 for _ in range(5)]
+    masks[0][:, 0] = True
+    masks[1][:, -1] = False
+    return masks
+
+
+def run(model, video, execution, masks=None, backend="kernels", fmt=torch.channels_last):
+    model.execution, model.backend, model.memory_format = execution, backend, fmt
+    with torch.no_grad():
+        return model(video, return_masks=True, masks=masks)
+
+
+# -- Golden fixture -------------------------------------------------------------------------
+def test_keys_and_shapes_match_release():
+    fx = load_fixture(FIXTURE)
+    model = afnet.create_model("af_mobilenetv3", num_classes=174, num_segments=8)
+    ours = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    theirs = [(k, tuple(s), d) for k, s, d in fx["keys_shapes"]]
+    assert ours == theirs
+    assert model.new_fc is None
+
+
+def test_make_divisible():
+    assert [make_divisible(v) for v in (16, 72 // 4, 30, 120, 4, 184 * 1.0, 80 * 2.3)] == [16, 24, 32, 120, 8, 184, 184]
+
+
+@pytest.mark.parametrize("execution,backend", [("dense", "torch"), ("sparse", "kernels"), ("sparse", "torch")])
+def test_golden_logits_and_masks(golden, execution, backend):
+    fx, model, video = golden
+    logits, masks = run(model, video, execution, backend=backend)
+    assert len(masks) == 5
+    for ours, theirs in zip(masks, fixture_masks(fx)):
+        assert ours.dtype == torch.bool
+        assert torch.equal(ours, theirs)
+    assert relative_error(logits, fx["logits"]) <= 1e-4
+
+
+def test_golden_flops(golden):
+    fx, model, video = golden
+    flops = count_flops(model, video)
+    expected = fx["gflops_per_video_official_counter"]
+    assert abs(flops.paper - expected) / expected <= 5e-3
+    assert flops.executed < flops.paper * 1.01
+
+
+# -- Sparse equals dense ---------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", ["none", "all", "one", "random"])
+def test_sparse_equals_dense(small, case, fmt):
+    model = small
+    video = small_video()
+    masks = mask_case(case)
+    dense, dense_masks = run(model, video, "dense", masks, backend="torch", fmt=None)
+    for backend in ("kernels", "torch"):
+        sparse, sparse_masks = run(model, video, "sparse", masks, backend=backend, fmt=fmt)
+        assert relative_error(sparse, dense) < 1e-5
+        assert all(torch.equal(a, b) for a, b in zip(sparse_masks, masks))
+    assert all(torch.equal(a, b) for a, b in zip(dense_masks, masks))
+
+
+def test_masks_change_the_output(small):
+    """Guard for the test above: the focal branch contributes, so a wrong scatter would show."""
+    model = small
+    video = small_video()
+    outputs = [run(model, video, "sparse", mask_case(c))[0] for c in ("none", "all", "random")]
+    assert relative_error(outputs[0], outputs[1]) > 1e-2
+    assert relative_error(outputs[1], outputs[2]) > 1e-2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fill_zero_response": False},
+        {"fusion": "additive"},
+        {"mix_frames": True},
+        {"policy": "uniform", "rt": 0.5},
+    ],
+    ids=["residual-only", "additive", "mix-frames", "uniform-policy"],
+)
+def test_sparse_equals_dense_options(options):
+    model = small_model(seed=4, **options)
+    video = small_video()
+    dense, dense_masks = run(model, video, "dense", backend="torch", fmt=None)
+    sparse, sparse_masks = run(model, video, "sparse")
+    assert all(torch.equal(a, b) for a, b in zip(dense_masks, sparse_masks))
+    assert relative_error(sparse, dense) < 1e-5
+
+
+def test_sparse_equals_dense_navigation_decides():
+    model = small_model(seed=5)
+    for nav in model.modules():
+        if isinstance(nav, afnet.layers.Navigation):  # make the gates decide a mix
+            with torch.no_grad():
+                nav.conv_gs.bias.zero_()
+    video = small_video(seed=6)
+    dense, dense_masks = run(model, video, "dense", fmt=None)
+    sparse, sparse_masks = run(model, video, "sparse")
+    ratio = torch.stack([m.float().mean() for m in dense_masks]).mean()
+    assert 0 < ratio < 1
+    assert all(torch.equal(a, b) for a, b in zip(dense_masks, sparse_masks))
+    assert relative_error(sparse, dense) < 1e-5
+
+
+def test_residual_only_differs_from_zero_response_fill(small):
+    video, masks = small_video(), mask_case("random")
+    filled = run(small, video, "sparse", masks)[0]
+    residual = run(small_model(fill_zero_response=False), video, "sparse", masks)[0]
+    assert relative_error(filled, residual) > 1e-3
+
+
+def test_float64_sparse_equals_dense():
+    model = small_model().double()
+    video = small_video(dtype=torch.float64)
+    masks = mask_case("random")
+    dense = run(model, video, "dense", masks, fmt=None)[0]
+    sparse = run(model, video, "sparse", masks)[0]
+    assert relative_error(sparse, dense) < 1e-12
+
+
+def test_soft_weights_run_dense():
+    model = small_model(soft_weights=True)
+    video = small_video()
+    sparse, masks = run(model, video, "sparse", fmt=None)
+    dense, _ = run(model, video, "dense", fmt=None)
+    assert torch.equal(sparse, dense)
+    assert len(masks) == 5 and masks[0].dtype == torch.bool
+
+
+# -- Caches and host syncs -------------------------------------------------------------------
+def test_caches_follow_weight_changes():
+    model = small_model()
+    video, masks = small_video(), mask_case("random")
+    before = run(model, video, "sparse", masks)[0]
+    focal = model.base_model.features_stage3_refine[1]
+    with torch.no_grad():
+        focal.bn3.bias.add_(1.0)  # moves F(0) and the folded weights
+        model.base_model.conv_last.weight.mul_(1.5)
+    after = run(model, video, "sparse", masks)[0]
+    dense = run(model, video, "dense", masks, fmt=None)[0]
+    assert relative_error(after, before) > 1e-3
+    assert relative_error(after, dense) < 1e-5
+    model.train()
+    assert all(len(m._inference_cache) == 0 for m in model.modules() if hasattr(m, "_inference_cache"))
+
+
+def test_one_host_sync_per_af_stage(small, monkeypatch):
+    model = small
+    calls = []
+    original = afnet.sparse.count_selected
+
+    def counting(masks):
+        calls.append(len(masks))
+        return original(masks)
+
+    monkeypatch.setattr(afnet.sparse, "count_selected", counting)
+    run(model, small_video(), "sparse", mask_case("random"))
+    assert calls == [2, 3]
+
+
+# -- API -------------------------------------------------------------------------------------
+def test_backbone_outputs_and_bad_options(small):
+    model = small
+    assert isinstance(model.base_model, AFMobileNetV3)
+    logits = model(small_video())
+    assert logits.shape == (N, 10)
+    with pytest.raises(TypeError, match="alpha"):
+        afnet.create_model("af_mobilenetv3", num_classes=10, num_segments=T, alpha=2)
+    with pytest.raises(ValueError, match="fusion"):
+        afnet.create_model("af_mobilenetv3", num_classes=10, num_segments=T, fusion="concat")
+    with pytest.raises(ValueError, match="num_segments"):
+        model(torch.randn(N, T + 1, 3, SIZE, SIZE))
+
+
+def test_training_mode_is_differentiable_and_masks_are_forward_ordered():
+    model = small_model()
+    model.train()
+    video = small_video()
+    logits, masks = model(video, return_masks=True)
+    logits.square().mean().backward()
+    nav_grads = [m.conv_gs.weight.grad for m in model.modules() if isinstance(m, afnet.layers.Navigation)]
+    assert len(nav_grads) == 5 and all(g is not None for g in nav_grads)
+    assert [tuple(m.shape) for m in masks] == [(N, T)] * 5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sparse_equals_dense_on_device(device):
+    model = small_model().to(device)
+    video, masks = small_video().to(device), [m.to(device) for m in mask_case("random")]
+    dense = run(model, video, "dense", masks, fmt=None)[0]
+    for backend in ("kernels", "torch"):
+        sparse = run(model, video, "sparse", masks, backend=backend)[0]
+        assert relative_error(sparse, dense) < 1e-5
+
+
+@cuda
+@pytest.mark.cuda
+def test_golden_on_cuda(golden):
+    fx, model, video = golden
+    model = model.to("cuda")
+    try:
+        for execution in ("dense", "sparse"):
+            logits, masks = run(model, video.to("cuda"), execution)
+            assert all(torch.equal(a.cpu(), b) for a, b in zip(masks, fixture_masks(fx)))
+            assert relative_error(logits.cpu(), fx["logits"]) <= 1e-4
+    finally:
+        model.to("cpu")
