@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", default="",
                    help="comma-separated substrings of entry keys to keep (baselines are always kept), "
                    "e.g. 'rt0.25,mobilenet'")
+    b.add_argument("--profile", default="",
+                   help="comma-separated substrings of entry keys to profile after timing (torch.profiler "
+                   "top ops, printed and written to profile_<key>.txt), e.g. 'rt0.25-sparse'")
     b.add_argument("--backend", choices=("kernels", "torch"), default="kernels",
                    help="frame ops of the AF models: compiled afnet_kernels or the pure-PyTorch reference")
     b.add_argument("--fold-baselines", action=argparse.BooleanOptionalAction, default=True,
@@ -109,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-plot", dest="plot", action="store_false", help="skip the PNG")
     b.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress on stderr")
     return parser
+
+
+def _substrings(text: str) -> Tuple[str, ...]:
+    return tuple(s for s in text.split(",") if s)
 
 
 def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
@@ -135,7 +142,8 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
         threads=args.threads or _default_threads(), channels_last=args.channels_last, size=args.size,
         repeats=repeats, warmup=warmup, number=args.number, quick=quick, num_classes=args.num_classes,
         seed=args.seed, backend=args.backend, fold_baselines=args.fold_baselines,
-        only=tuple(s for s in args.only.split(",") if s), out=args.out, plot=args.plot, verbose=args.verbose,
+        only=_substrings(args.only), profile=_substrings(args.profile), out=args.out, plot=args.plot,
+        verbose=args.verbose,
     )
 
 

@@ -69,3 +69,35 @@ def random_state_like(model: torch.nn.Module, seed: int) -> Dict[str, torch.Tens
     so that every block contributes and ``F(0)`` is far from zero."""
     keys = [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
     return fixture_state_dict({"seed": seed, "keys_shapes": keys})
+
+
+_MODELS: Dict[tuple, torch.nn.Module] = {}
+
+
+def build_model(arch: str, num_segments: int, seed: int = 0, num_classes: int = 7, **options) -> torch.nn.Module:
+    """An eval-mode model with :func:`random_state_like` weights; built once per argument set and
+    deep-copied on every call (building and drawing 25M+ weights dominates small tests)."""
+    import copy
+
+    import afnet
+
+    key = (arch, num_segments, seed, num_classes, tuple(sorted(options.items())))
+    if key not in _MODELS:
+        model = afnet.create_model(arch, num_classes=num_classes, num_segments=num_segments, **options)
+        model.load_state_dict(random_state_like(model, seed))
+        _MODELS[key] = model.eval()
+    return copy.deepcopy(_MODELS[key])
+
+
+def random_masks(count: int, n: int, t: int, seed: int) -> List[torch.Tensor]:
+    """``count`` bool masks ``[n, t]``: the first selects no frame, the second every frame, the third
+    exactly one frame, the rest random."""
+    g = torch.Generator().manual_seed(seed)
+    masks = [torch.rand(n, t, generator=g) > 0.5 for _ in range(count)]
+    special = [torch.zeros(n, t, dtype=torch.bool), torch.ones(n, t, dtype=torch.bool)]
+    one = torch.zeros(n, t, dtype=torch.bool)
+    one[n - 1, t // 2] = True
+    special.append(one)
+    for i, m in enumerate(special[:count]):
+        masks[i] = m
+    return masks

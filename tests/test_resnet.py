@@ -7,7 +7,15 @@ import torch
 
 import afnet
 import afnet_kernels
-from model_utils import fixture_masks, fixture_state_dict, fixture_video, load_fixture, random_state_like, relative_error
+from model_utils import (
+    build_model,
+    fixture_masks,
+    fixture_state_dict,
+    fixture_video,
+    load_fixture,
+    random_masks,
+    relative_error,
+)
 
 RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 
@@ -26,9 +34,7 @@ def _threads():
 
 
 def small_model(arch: str = "af_resnet50", T: int = 3, seed: int = 0, **kwargs) -> afnet.models.TSN:
-    model = afnet.create_model(arch, num_classes=7, num_segments=T, **kwargs)
-    model.load_state_dict(random_state_like(model, seed))
-    return model.eval()
+    return build_model(arch, T, seed, **kwargs)
 
 
 # -- golden fixtures ----------------------------------------------------------------------
@@ -69,18 +75,18 @@ def test_fixture_keys_match_model_keys() -> None:
 # -- API ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", RESNETS)
 def test_forward_shapes_and_masks(arch: str) -> None:
-    model = small_model(arch, T=4)
-    video = torch.randn(2, 4, 3, 32, 32)
+    model = small_model(arch, T=3)
+    video = torch.randn(2, 3, 3, 32, 32)
     logits, masks = model(video, return_masks=True)
     assert logits.shape == (2, 7)
     n_nav = sum(len(s.list_gen) for s in model.base_model.stages())
     assert len(masks) == n_nav == {"af_resnet18": 3, "af_resnet34": 10, "af_resnet50": 10, "af_resnet101": 27}[arch]
-    assert all(m.dtype == torch.bool and m.shape == (2, 4) for m in masks)
+    assert all(m.dtype == torch.bool and m.shape == (2, 3) for m in masks)
     assert torch.equal(model(video), logits)
 
 
 def test_eval_is_deterministic_and_sparse_by_default() -> None:
-    model = small_model()
+    model = small_model("af_resnet18")
     assert model.execution == "sparse" and model.runs_sparse
     video = torch.randn(1, 3, 3, 32, 32)
     a, ma = model(video, return_masks=True)
@@ -112,9 +118,9 @@ def test_uniform_policy_ratio(rt: float, kept: int) -> None:
     [dict(mix_frames=True), dict(fusion="additive"), dict(fill_zero_response=False), dict(alpha=1)],
 )
 def test_options_sparse_equals_dense(options: dict) -> None:
-    model = small_model("af_resnet50", T=3, **options)
+    model = small_model("af_resnet18", T=3, **options)
     video = torch.randn(2, 3, 3, 32, 32)
-    masks = [torch.rand(2, 3, generator=torch.Generator().manual_seed(i)) > 0.5 for i in range(10)]
+    masks = random_masks(3, 2, 3, seed=1)
     model.execution = "dense"
     dense = model(video, masks=masks)
     model.execution = "sparse"

@@ -47,6 +47,7 @@ class BenchConfig:
     backend: str = "kernels"
     fold_baselines: bool = True
     only: Tuple[str, ...] = ()
+    profile: Tuple[str, ...] = ()
     out: Path = Path("bench_out")
     plot: bool = True
     verbose: bool = True

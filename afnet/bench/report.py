@@ -130,6 +130,7 @@ def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     series: Dict[tuple, List[Row]] = {}
@@ -155,10 +156,11 @@ def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
                             textcoords="offset points", xytext=(5, -12), fontsize=8, color=color)
     xs = [r["gflops"] for r in rows]
     ys = [r["ms_per_video"] for r in rows]
-    if max(xs) / max(min(xs), 1e-12) > 5:
-        ax.set_xscale("log")
-    if max(ys) / max(min(ys), 1e-12) > 5:
-        ax.set_yscale("log")
+    for values, axis, set_scale in ((xs, ax.xaxis, ax.set_xscale), (ys, ax.yaxis, ax.set_yscale)):
+        if max(values) / max(min(values), 1e-12) > 5:  # MobileNet and ResNet on one plot
+            set_scale("log")
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("GFLOPs per video (paper convention)")
     ax.set_ylabel("latency per video (ms, median)")
     ax.set_title(title, fontsize=9)

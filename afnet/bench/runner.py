@@ -252,6 +252,23 @@ def make_videos(cfg: BenchConfig, frames: Sequence[int]) -> Dict[int, torch.Tens
     }
 
 
+def profile_runner(run: Callable[[], object], device: torch.device, calls: int = 3, rows: int = 25) -> str:
+    """``torch.profiler`` table of the top ops (by self time) over ``calls`` calls of ``run``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync = device_sync(device)
+    with torch.inference_mode():
+        run()
+        sync()
+        with profile(activities=activities) as prof:
+            for _ in range(calls):
+                run()
+            sync()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
+
+
 def run_bench(cfg: BenchConfig) -> List[report.Row]:
     """Run the whole benchmark for ``cfg``; print the table, write the outputs, return the rows."""
     def log(msg: str) -> None:
@@ -298,4 +315,10 @@ def run_bench(cfg: BenchConfig) -> List[report.Row]:
         title = f"{env['device']} ({env['cpu']}), {env['dtype']}, {env['threads']} threads, batch {cfg.batch}"
         report.write_plot(cfg.out / "latency_vs_gflops.png", rows, title)
     log(f"wrote {cfg.out}/results.json, results.csv" + (", latency_vs_gflops.png" if cfg.plot else ""))
+    for e in entries:
+        if any(s in e.key for s in cfg.profile):
+            log(f"profiling {names[e.key]}")
+            table = profile_runner(runners[e.key], device)
+            (cfg.out / f"profile_{e.key}.txt").write_text(table + "\n")
+            print(f"\nprofile of {names[e.key]} (3 calls):\n{table}")
     return rows

@@ -161,27 +161,27 @@ at::Tensor gather_frames_cuda(const at::Tensor& x_in, const at::Tensor& index_in
 // ---------------------------------------------------------------------------
 
 // inverse[index[k]] = k, the largest k when a row repeats (deterministic);
-// *repeated (if given) becomes 1 when any row repeats.
+// inverse[rows] (the repeat flag) becomes 1 when any row repeats.
 __global__ void inverse_index_kernel(const int64_t* __restrict__ index, int64_t k_rows,
-                                     int64_t rows, int64_t* __restrict__ inverse,
-                                     int* __restrict__ repeated) {
+                                     int64_t rows, int64_t* __restrict__ inverse) {
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < k_rows;
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = index[k];
     if (row < 0 || row >= rows) continue;
     const long long before =
         atomicMax(reinterpret_cast<long long*>(inverse + row), static_cast<long long>(k));
-    if (before != -1 && repeated != nullptr) *repeated = 1;
+    if (before != -1) inverse[rows] = 1;
   }
 }
 
-// inverse [rows] of index [K] (int64, contiguous), -1 for rows not indexed.
-at::Tensor inverse_index(const at::Tensor& index, int64_t rows, int* repeated) {
-  at::Tensor inverse = at::full({rows}, -1, index.options());
+// inverse [rows + 1] of index [K] (int64, contiguous): the position of each
+// row in index or -1, then the repeat flag (-1: every row appears at most once).
+at::Tensor inverse_index(const at::Tensor& index, int64_t rows) {
+  at::Tensor inverse = at::full({rows + 1}, -1, index.options());
   const int64_t k_rows = index.size(0);
   if (k_rows == 0 || rows == 0) return inverse;
   inverse_index_kernel<<<flat_blocks(k_rows), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      index.data_ptr<int64_t>(), k_rows, rows, inverse.data_ptr<int64_t>(), repeated);
+      index.data_ptr<int64_t>(), k_rows, rows, inverse.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return inverse;
 }
@@ -192,15 +192,14 @@ at::Tensor inverse_index(const at::Tensor& index, int64_t rows, int* repeated) {
 
 // grad_x[r] at channel c = grad[inverse[shifted_target_row(r, c)]] (or zero):
 // with distinct indices each source element receives at most one gradient.
-// When the index repeats a row (*repeated), this writes zeros and the atomic
-// kernel below adds every contribution.
+// When the index repeats a row (flag inverse[rows] set), this writes zeros
+// and the atomic kernel below adds every contribution.
 template <typename T, int N>
 __global__ void gather_backward_kernel(const T* __restrict__ grad,
-                                       const int64_t* __restrict__ inverse,
-                                       const int* __restrict__ repeated, T* __restrict__ out,
+                                       const int64_t* __restrict__ inverse, T* __restrict__ out,
                                        int64_t rows, uint32_t row_numel, FrameLayout layout,
                                        int64_t fold, int64_t num_segments) {
-  const bool zero_only = *repeated != 0;
+  const bool zero_only = inverse[rows] != -1;
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
     T* out_row = out + r * row_numel;
@@ -222,12 +221,12 @@ __global__ void gather_backward_kernel(const T* __restrict__ grad,
 template <typename T>
 __global__ void gather_backward_repeated_kernel(const T* __restrict__ grad,
                                                 const int64_t* __restrict__ index,
-                                                const int* __restrict__ repeated,
+                                                const int64_t* __restrict__ inverse,
                                                 T* __restrict__ out, int64_t k_rows,
                                                 int64_t rows, uint32_t row_numel,
                                                 FrameLayout layout, int64_t fold,
                                                 int64_t num_segments) {
-  if (*repeated == 0) return;
+  if (inverse[rows] == -1) return;
   const int64_t total = k_rows * row_numel;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -255,8 +254,7 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
   const uint32_t row_numel = checked_frame_numel(grad, "_gather_frames_backward");
   const FrameLayout layout = frame_layout(grad, format);
   const int64_t fold = shift_fold(grad.size(1), shift_div);
-  at::Tensor repeated = at::zeros({1}, grad.options().dtype(at::kInt));
-  const at::Tensor inverse = inverse_index(index, num_rows, repeated.data_ptr<int>());
+  const at::Tensor inverse = inverse_index(index, num_rows);
   const int64_t k_rows = index.size(0);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_frames_backward_cuda", [&] {
@@ -267,8 +265,8 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
       constexpr int N = decltype(width)::value;
       const RowGrid g = row_grid(num_rows, row_numel / N);
       gather_backward_kernel<scalar_t, N><<<g.grid, g.block, 0, stream>>>(
-          grad.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(), repeated.data_ptr<int>(),
-          out.data_ptr<scalar_t>(), num_rows, row_numel, layout, fold, num_segments);
+          grad.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+          num_rows, row_numel, layout, fold, num_segments);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (k_rows > 0) {
@@ -276,7 +274,7 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
       const int64_t blocks = std::min<int64_t>(ceil_div(k_rows * row_numel, kThreads),
                                                4 * multiprocessor_count());
       gather_backward_repeated_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          grad.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), repeated.data_ptr<int>(),
+          grad.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), inverse.data_ptr<int64_t>(),
           out.data_ptr<scalar_t>(), k_rows, num_rows, row_numel, layout, fold, num_segments);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -345,7 +343,7 @@ at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_
     fill = dense_in(frame, format);
   }
   const int64_t rows = base.size(0);
-  const at::Tensor inverse = inverse_index(index, rows, nullptr);
+  const at::Tensor inverse = inverse_index(index, rows);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_frames_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
     const scalar_t* fill_ptr = fill.defined() ? fill.data_ptr<scalar_t>() : nullptr;

@@ -82,9 +82,6 @@ struct FrameLayout {
   __device__ __forceinline__ uint32_t channel(uint32_t j) const {
     return channels_last ? j % channels : j / pixels;
   }
-  __device__ __forceinline__ uint32_t pixel(uint32_t j) const {
-    return channels_last ? j / channels : j % pixels;
-  }
 };
 
 // C*H*W of a [rows, C, H, W] tensor. Kernels address inside a frame with
