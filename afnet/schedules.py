@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+import torch.nn as nn
+
+from afnet.layers import Navigation
+
 TAU_SCHEDULES = ("exponential", "cosine", "linear")
 
 
@@ -58,3 +62,13 @@ def target_ratio(epoch: int, rt: float, *, rt_begin: int = 10, rt_end: int = 20)
     if epoch < rt_end:
         return rt + (1.0 - rt) / 3
     return rt
+
+
+def set_temperature(model: nn.Module, tau: float) -> int:
+    """Set the Gumbel temperature of every navigation module under ``model``; returns how many."""
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    navigations = [m for m in model.modules() if isinstance(m, Navigation)]
+    for m in navigations:
+        m.tau = tau
+    return len(navigations)

@@ -23,6 +23,7 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import platform
 import re
 import statistics
@@ -116,6 +117,18 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise SystemExit(f"correctness check failed for {what}: {err}") from None
 
 
+def check(ours: Callable, base: Callable, reference: Callable, name: str) -> Callable[[], None]:
+    """Checks both ours and the baseline against the reference (a baseline that
+    skipped work would otherwise look fast)."""
+
+    def run() -> None:
+        expected = reference()
+        assert_close(base(), expected, f"{name} baseline vs reference")
+        assert_close(ours(), expected, f"{name} vs reference")
+
+    return run
+
+
 def build_cases(x, index, t: int, dtype, device) -> List[Case]:
     """Cases that depend on the selection (gather, scatter)."""
     rows, c, h, w = x.shape
@@ -152,27 +165,19 @@ def build_cases(x, index, t: int, dtype, device) -> List[Case]:
         out.index_copy_(0, index, x.index_select(0, index) + src)
         return out.relu_()
 
-    def checks(ours, base, reference, name):
-        def run():
-            expected = reference()
-            assert_close(base(), expected, f"{name} baseline vs reference")
-            assert_close(ours(), expected, f"{name} vs reference")
-
-        return run
-
     return [
         Case("gather", gather_plain, gather_plain_base, "index_select", 2 * k * row_bytes,
-             checks(gather_plain, gather_plain_base, lambda: ref.gather_frames(x, index), "gather")),
+             check(gather_plain, gather_plain_base, lambda: ref.gather_frames(x, index), "gather")),
         Case("gather+shift", gather_shift, gather_shift_base, "tsm(x)[index]", 2 * k * row_bytes,
-             checks(gather_shift, gather_shift_base,
+             check(gather_shift, gather_shift_base,
                     lambda: ref.gather_frames(x, index, t, SHIFT_DIV), "gather+shift")),
         Case("scatter", scatter_plain, scatter_plain_base, "clone+index_add_",
              (2 * rows + k) * row_bytes,
-             checks(scatter_plain, scatter_plain_base,
+             check(scatter_plain, scatter_plain_base,
                     lambda: ref.scatter_frames(x, src, index), "scatter")),
         Case("scatter+fill+relu", scatter_fill, scatter_fill_base, "add+index_copy_+relu",
              (2 * rows + k) * row_bytes + c * es,
-             checks(scatter_fill, scatter_fill_base,
+             check(scatter_fill, scatter_fill_base,
                     lambda: ref.scatter_frames(x, src, index, fill, True), "scatter+fill")),
     ]
 
@@ -198,14 +203,6 @@ def fusion_cases(focal, dtype, device) -> List[Case]:
 
     def pool_base():
         return (F.interpolate(ample, size=size) + focal).mean(dim=(2, 3))
-
-    def check(ours, base, reference, name):
-        def run():
-            expected = reference()
-            assert_close(base(), expected, f"{name} baseline vs reference")
-            assert_close(ours(), expected, f"{name} vs reference")
-
-        return run
 
     ample_bytes, focal_bytes = ample.numel() * es, focal.numel() * es
     return [
@@ -258,6 +255,8 @@ def run_device(args, device: str) -> Dict:
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
         "threads": torch.get_num_threads(),
+        # Other processes compete on a shared machine; the load says how much.
+        "loadavg_1min": os.getloadavg()[0] if device == "cpu" else None,
         "torch": torch.__version__,
         "dtype": args.dtype,
         "layout": "channels_last" if args.channels_last else "contiguous",

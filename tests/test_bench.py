@@ -61,9 +61,10 @@ def test_tsm_with_empty_fold_equals_tsn(tsn_pair):
         torch.testing.assert_close(tsm(video), tsn(video), rtol=1e-5, atol=1e-6)
 
 
-def test_tsm_shifts_residual_branch_only(tsn_pair):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_tsm_shifts_residual_branch_only(tsn_pair, layout):
     tsn, video = tsn_pair
-    tsm = copy.deepcopy(tsn)
+    tsm = copy.deepcopy(tsn).to(memory_format=layout)
     baselines.add_temporal_shift_(tsm.base, 3)
     block = tsm.base.layer2[0]
     seen = {}
@@ -74,6 +75,7 @@ def test_tsm_shifts_residual_branch_only(tsn_pair):
         out_tsm, out_tsn = tsm(video), tsn(video)
     x = seen["block_in"]
     torch.testing.assert_close(seen["conv1_in"], temporal_shift(x, 3, 8), rtol=0, atol=0)
+    assert seen["conv1_in"].is_contiguous(memory_format=layout)
     assert seen["shortcut_in"] is x
     # By hand, on frame 0 of video 0: the first fold comes from frame 1, the second is zero (no t-1).
     fold = x.shape[1] // 8
@@ -277,7 +279,12 @@ TINY = ["bench", "--quick", "--device", "cpu", "--size", "64", "--frames", "2", 
 
 
 def test_quick_run_writes_outputs(tmp_path, capsys):
-    assert main(TINY + ["--out", str(tmp_path)]) == 0
+    torch.set_num_threads(2)
+    try:
+        assert main(TINY + ["--out", str(tmp_path), "--profile", "rt0.25-sparse"]) == 0
+        assert torch.get_num_threads() == 2  # the run's thread count (1) does not leak out
+    finally:
+        torch.set_num_threads(1)
     stdout = capsys.readouterr().out
     assert "afnet bench: device=cpu" in stdout and "torch=" in stdout and "threads=1" in stdout
     assert "AF-ResNet50" in stdout and "TSN-ResNet50" in stdout
@@ -295,6 +302,7 @@ def test_quick_run_writes_outputs(tmp_path, capsys):
     with (tmp_path / "results.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 4
     assert (tmp_path / "latency_vs_gflops.png").read_bytes()[:8] == PNG_MAGIC
+    assert "Self CPU" in (tmp_path / "profile_af_resnet50-t2-rt0.25-sparse.txt").read_text()
 
 
 def test_check_failure_is_loud(tmp_path, capsys, monkeypatch):

@@ -9,12 +9,13 @@ import afnet
 import afnet.sparse
 from afnet.flops import count_flops
 from afnet.models.mobilenetv3 import AFMobileNetV3, make_divisible
-from tests.model_utils import (
+from conftest import cpu_and_cuda, needs_cuda
+from model_utils import (
+    build_model,
     fixture_masks,
     fixture_state_dict,
     fixture_video,
     load_fixture,
-    random_state_like,
     relative_error,
 )
 
@@ -31,8 +32,6 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
-DEVICES = ["cpu", pytest.param("cuda", marks=[cuda, pytest.mark.cuda])]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +43,8 @@ def golden():
 
 
 def small_model(seed: int = 0, **options) -> torch.nn.Module:
-    model = afnet.create_model("af_mobilenetv3", num_classes=10, num_segments=T, **options)
-    model.load_state_dict(random_state_like(model, seed))
-    return model.eval()
+    """A fresh eval-mode copy with random weights (fixture recipe)."""
+    return build_model("af_mobilenetv3", T, seed=seed, num_classes=10, **options)
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +253,17 @@ def test_training_mode_is_differentiable_and_masks_are_forward_ordered():
     assert [tuple(m.shape) for m in masks] == [(N, T)] * 5
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_sparse_equals_dense_on_device(device):
+@pytest.fixture
+def no_tf32():
+    """cuDNN convolutions default to TF32 (10-bit mantissa), far above these tolerances."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_sparse_equals_dense_on_device(device, no_tf32):
     model = small_model().to(device)
     video, masks = small_video().to(device), [m.to(device) for m in mask_case("random")]
     dense = run(model, video, "dense", masks, fmt=None)[0]
@@ -265,9 +272,8 @@ def test_sparse_equals_dense_on_device(device):
         assert relative_error(sparse, dense) < 1e-5
 
 
-@cuda
-@pytest.mark.cuda
-def test_golden_on_cuda(golden):
+@needs_cuda
+def test_golden_on_cuda(golden, no_tf32):
     fx, model, video = golden
     model = model.to("cuda")
     try:

@@ -21,8 +21,7 @@ RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 
 
 def kernels_built() -> bool:
-    backends = getattr(afnet_kernels, "backends", None)
-    return bool(backends and backends().get("cpu"))
+    return bool(afnet_kernels.backends()["cpu"]["usable"])
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 import afnet.sparse
+import afnet_kernels
 import afnet_kernels.reference as reference
 from afnet.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
 from afnet.sparse import FrameSelection, select_stage, sparse_residual, zero_response
@@ -40,16 +41,26 @@ def dense_and_sparse(model, video, masks, backend="torch", layout=torch.channels
 
 
 # -- whole models -------------------------------------------------------------------------
+def sparse_backends():
+    usable = afnet_kernels.backends()["cpu"]["usable"]
+    return ["torch", "kernels"] if usable else ["torch"]
+
+
 @pytest.mark.parametrize("arch,shift", list(itertools.product(RESNETS, (False, True))))
-@pytest.mark.parametrize("backend", ["torch", "kernels"])
-def test_sparse_equals_dense(arch: str, shift: bool, backend: str) -> None:
+def test_sparse_equals_dense(arch: str, shift: bool) -> None:
+    # float64: through 33 blocks of random weights fp32 rounding alone reaches 1e-5, while a
+    # real difference (a wrong fill, a missed shift) is far above the 1e-10 we ask for here.
     T = 3
-    model = build_model(arch, T, shift=shift)
-    video = torch.randn(2, T, 3, 32, 32)
+    model = build_model(arch, T, shift=shift).double()
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     masks = random_masks(num_gates(model), 2, T, seed=len(arch) + shift)
-    for layout in LAYOUTS:
-        dense, sparse = dense_and_sparse(model, video, masks, backend, layout)
-        assert relative_error(sparse, dense) < 1e-5, f"layout {layout}"
+    model.execution = "dense"
+    dense = model(video, masks=masks)
+    model.execution = "sparse"
+    for backend, layout in itertools.product(sparse_backends(), LAYOUTS):
+        model.backend, model.memory_format = backend, layout
+        sparse = model(video, masks=masks)
+        assert relative_error(sparse, dense) < 1e-10, f"{backend}, {layout}"
 
 
 @pytest.mark.parametrize("fill", ["none", "all", "one"])
@@ -61,13 +72,14 @@ def test_uniform_masks_every_block(fill: str) -> None:
         value = torch.zeros(2, T, dtype=torch.bool)
         value[1, 0] = True
     masks = [value] * num_gates(model)
-    dense, sparse = dense_and_sparse(model, torch.randn(2, T, 3, 48, 48), masks)
-    assert relative_error(sparse, dense) < 1e-5
+    video = torch.randn(2, T, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    dense, sparse = dense_and_sparse(model.double(), video.double(), masks)
+    assert relative_error(sparse, dense) < 1e-10
 
 
 def test_navigation_masks_equal_in_both_executions() -> None:
     model = build_model("af_resnet50", 3)
-    video = torch.randn(2, 3, 3, 64, 64)
+    video = torch.randn(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     model.execution = "dense"
     dense, dense_masks = model(video, return_masks=True)
     model.execution = "sparse"
@@ -78,7 +90,7 @@ def test_navigation_masks_equal_in_both_executions() -> None:
 
 def test_channels_last_input_in_dense() -> None:
     model = build_model("af_resnet18", 3)
-    video = torch.randn(2, 3, 3, 32, 32)
+    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     masks = random_masks(3, 2, 3, seed=5)
     model.execution = "dense"
     a = model(video, masks=masks)
@@ -89,7 +101,7 @@ def test_channels_last_input_in_dense() -> None:
 # -- host syncs ---------------------------------------------------------------------------
 def test_one_host_sync_per_af_stage(monkeypatch) -> None:
     model = build_model("af_resnet50", 3)
-    video = torch.randn(1, 3, 3, 32, 32)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     model(video)  # warm the caches (F(0) is computed once per block and shape)
     reads = {"count_selected": 0, "tensor_reads": 0}
     count_selected = afnet.sparse.count_selected
@@ -139,7 +151,7 @@ def test_one_host_sync_per_af_stage(monkeypatch) -> None:
 # -- caches -------------------------------------------------------------------------------
 def test_caches_follow_weight_changes_and_training() -> None:
     model = build_model("af_resnet50", 3, shift=True)
-    video = torch.randn(1, 3, 3, 32, 32)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     masks = random_masks(10, 1, 3, seed=3)
     dense, sparse = dense_and_sparse(model, video, masks)
     focal = model.base_model.layer2.refine_module[1]
@@ -166,7 +178,7 @@ def test_zero_response_cached_per_spatial_size() -> None:
     model = build_model("af_resnet18", 2)
     masks = [torch.zeros(1, 2, dtype=torch.bool)] * 3
     for size in (32, 48, 32):
-        dense, sparse = dense_and_sparse(model, torch.randn(1, 2, 3, size, size), masks)
+        dense, sparse = dense_and_sparse(model, torch.randn(1, 2, 3, size, size, generator=torch.Generator().manual_seed(size)), masks)
         assert relative_error(sparse, dense) < 1e-5
     focal = model.base_model.layer1.refine_module[0]
     assert sum(1 for k in focal._inference_cache._values if k[0] == "zero_response") == 2
@@ -184,7 +196,7 @@ def _conv_bn(c_in, c_out, groups=1, bias=False, k=3):
     return conv.eval(), bn.eval()
 
 
-@pytest.mark.parametrize("groups,bias,layout", itertools.product((1, 2), (False, True), LAYOUTS))
+@pytest.mark.parametrize("groups,bias,layout", list(itertools.product((1, 2), (False, True), LAYOUTS)))
 def test_fold_conv_bn(groups: int, bias: bool, layout) -> None:
     conv, bn = _conv_bn(4, 6, groups, bias)
     x = torch.randn(3, 4, 9, 7, dtype=torch.float64).contiguous(memory_format=layout)
@@ -198,8 +210,10 @@ def test_fold_conv_bn(groups: int, bias: bool, layout) -> None:
     torch.testing.assert_close(run_steps(steps, x), nn.functional.avg_pool2d(expected, 3, 2, 1))
 
 
-@pytest.mark.parametrize("k_rows,relu,fill_kind,shift_div", itertools.product(
-    ((), (0,), (1, 4), (0, 1, 2, 3, 4, 5)), (False, True), ("none", "channel", "map"), (0, 4)))
+@pytest.mark.parametrize(
+    "k_rows,relu,fill_kind,shift_div",
+    list(itertools.product(((), (0,), (1, 4), (0, 1, 2, 3, 4, 5)), (False, True), ("none", "channel", "map"), (0, 4))),
+)
 def test_sparse_residual_matches_masked_formula(k_rows, relu, fill_kind, shift_div) -> None:
     torch.manual_seed(0)
     T, C = 3, 8

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import afnet
 from afnet.layers import Navigation
 from afnet.losses import afnet_loss, ratio_penalty, record_masks, selected_ratio
-from afnet.schedules import target_ratio, temperature
+from afnet.schedules import set_temperature, target_ratio, temperature
 
 N, T, SIZE = 2, 4, 32
 
@@ -43,8 +43,8 @@ def video(seed: int = 1) -> torch.Tensor:
 def test_gradients_reach_navigation_through_straight_through():
     model = small_resnet()
     model.train()
+    assert set_temperature(model, 1.0) == 3
     for nav in navigations(model):
-        nav.tau = 1.0
         with torch.no_grad():
             nav.conv_gs.bias.zero_()  # unsaturated gates, so the soft gradient is sizeable
     target = torch.tensor([0, 3])

@@ -61,7 +61,6 @@ def environment(cfg: BenchConfig) -> Dict[str, Any]:
     import afnet_kernels
 
     device = torch.device(cfg.device)
-    backends = afnet_kernels.backends() if hasattr(afnet_kernels, "backends") else "reference only"
     env = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -74,7 +73,7 @@ def environment(cfg: BenchConfig) -> Dict[str, Any]:
         "channels_last": cfg.channels_last,
         "batch": cfg.batch,
         "size": cfg.size,
-        "afnet_kernels": backends,
+        "afnet_kernels": afnet_kernels.backends(),
         "load_avg_start": os.getloadavg(),
     }
     if device.type == "cuda":
@@ -275,11 +274,28 @@ def run_bench(cfg: BenchConfig) -> List[report.Row]:
         if cfg.verbose:
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    with _process_settings(cfg):
+        return _run(cfg, log)
+
+
+@contextlib.contextmanager
+def _process_settings(cfg: BenchConfig) -> Iterator[None]:
+    """Fixed thread count, flushed denormals (random weights must not hit the slow path) and
+    cuDNN autotuning for the run; the previous settings come back afterwards."""
+    threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)  # random weights must not hit the slow denormal path
+    torch.set_flush_denormal(True)
+    torch.backends.cudnn.benchmark = torch.device(cfg.device).type == "cuda"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)  # PyTorch's default; it has no getter
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def _run(cfg: BenchConfig, log: Callable[[str], None]) -> List[report.Row]:
     device = torch.device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     env = environment(cfg)
     print(f"afnet bench: device={env['device']} cpu={env['cpu']!r} torch={env['torch']} dtype={env['dtype']} "
           f"threads={env['threads']} batch={cfg.batch} channels_last={cfg.channels_last} size={cfg.size} "
@@ -290,7 +306,8 @@ def run_bench(cfg: BenchConfig) -> List[report.Row]:
     models, facts = build_and_check(cfg, entries, videos, log)
     inputs = {t: v.to(cfg.dtype) for t, v in videos.items()}
     runners = {e.key: make_runner(models[e.model_key], inputs[e.frames], e.execution) for e in entries}
-    names = {e.key: f"{e.label} {e.frames}f" + (f" RT{e.rt:g} {e.execution}" if e.execution else "") for e in entries}
+    names = {e.key: f"{e.label} {e.frames}f" + (f" RT{e.rt:g} {e.execution}" if e.execution else "")
+             for e in entries}
 
     def progress(r: int, n: int, key: str, seconds: float) -> None:
         log(f"{r}/{n} {names[key]}: {seconds * 1e3:.1f} ms")

@@ -3,7 +3,13 @@
 Frames are rows ``n*T + t`` of ``[N*T, C, H, W]``. Every block shifts its input (TSM), whatever
 the model's ``shift`` option says, as in the released network. Stages 2 and 3 are AF stages: an
 ample branch at half resolution, a focal branch at full resolution whose blocks only see the
-frames their navigation module keeps, then dynamic fusion and one fuse block.
+frames their navigation module keeps, then dynamic fusion (no ReLU) and one fuse block.
+
+In eval with ``execution="sparse"`` every conv is BN-folded (cached, see ``afnet.folding``), an
+AF stage runs its ample branch and all its gates first (one host sync for the stage's frame
+counts), and each focal block gathers its selected frames with the shift fused, runs its convs
+on them only and scatters back with its shortcut and the cached ``F(0)`` (``afnet.sparse``).
+Build it with ``afnet.create_model("af_mobilenetv3", ...)``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ import afnet_kernels.reference as _reference
 from afnet.folding import CachedInference, fold_sequence, run_steps
 from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
 from afnet.models.tsn import TSN
-from afnet.sparse import ExecutionContext, FrameSelection, cached_zero_response, select_stage, sparse_residual, trusted_indices
+from afnet.sparse import (
+    ExecutionContext,
+    FrameSelection,
+    cached_zero_response,
+    select_stage,
+    sparse_residual,
+    trusted_indices,
+)
 
 SHIFT_DIV = 8
 
@@ -57,6 +70,13 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.hardsigmoid(self.fc(x.mean(dim=(2, 3))))
         return x * y[:, :, None, None]
+
+    @staticmethod
+    def paper_flops(x: torch.Tensor) -> int:
+        """The released counter's cost of this layer per frame of ``x`` ``[B, C, H, W]``:
+        ``c·h·w + 2·(c²//4) + c`` (pooling, both FCs as if C/4 wide, the scaling)."""
+        c, h, w = x.shape[1:]
+        return c * h * w + (c * c // 4) * 2 + c
 
 
 
