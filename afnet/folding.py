@@ -59,13 +59,28 @@ def fold_conv_bn(
     return weight * scale.reshape(-1, 1, 1, 1), shift
 
 
-class FoldedConv:
-    """``conv`` with its following BN folded in and an optional in-place ReLU epilogue.
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# Activations a folded conv can apply to its fresh output (fused into the oneDNN conv on CPU).
+_ACTIVATIONS: Dict[type, Tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    nn.ReLU: ("relu", torch.relu_),
+    nn.Hardswish: ("hardswish", lambda y: F.hardswish(y, inplace=True)),
+}
 
-    Calling it on ``[B, C_in, H, W]`` gives ``[B, C_out, H', W']`` in the input's memory format.
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class FoldedConv:
+    """``conv`` with its following BN folded in and an optional activation epilogue.
+
+    Calling it on ``[B, C_in, H, W]`` gives ``[B, C_out, H', W']``. For fp32 channels_last CPU
+    inputs without autograd it runs oneDNN directly: the weight is reordered (prepacked) once
+    and the activation, or a residual add and ReLU (:meth:`add`), are fused into the conv.
+    Otherwise ``F.conv2d`` runs, followed by the in-place activation.
     """
 
-    __slots__ = ("weight", "bias", "stride", "padding", "dilation", "groups", "relu")
+    __slots__ = ("weight", "bias", "stride", "padding", "dilation", "groups", "activation", "_packed")
 
     def __init__(
         self,
@@ -73,17 +88,70 @@ class FoldedConv:
         bn: Optional[nn.BatchNorm2d],
         relu: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
+        activation: Optional[nn.Module] = None,
     ) -> None:
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"FoldedConv supports numeric zero padding only, got {conv.padding!r}/{conv.padding_mode}")
+        if relu and activation is not None:
+            raise ValueError("pass either relu=True or an activation module, not both")
+        activation = nn.ReLU() if relu else activation
+        if activation is not None and type(activation) not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {[t.__name__ for t in _ACTIVATIONS]}, got {activation!r}")
         weight, self.bias = fold_conv_bn(conv, bn)
         self.weight = weight.contiguous(memory_format=memory_format)
-        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
-        self.relu = relu
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.activation = type(activation) if activation is not None else None
+        self._packed: Optional[torch.Tensor] = None
+
+    @property
+    def relu(self) -> bool:
+        return self.activation is nn.ReLU
+
+    def _onednn(self, x: torch.Tensor) -> bool:
+        return (
+            _MKLDNN
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and _channels_last(x)
+            and not (torch.is_grad_enabled() and x.requires_grad)
+        )
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            )
+        return self._packed
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        return y.relu_() if self.relu else y
+        if self._onednn(x):
+            attr = _ACTIVATIONS[self.activation][0] if self.activation is not None else "none"
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
+                attr, [], "",
+            )
+        y = self._conv(x)
+        return _ACTIVATIONS[self.activation][1](y) if self.activation is not None else y
+
+    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool) -> torch.Tensor:
+        """``conv(x) + other``, then ReLU if ``relu``; one fused pass on oneDNN.
+
+        ``other`` has the output's shape and is not modified. Only for convs without activation.
+        """
+        if self.activation is not None:
+            raise ValueError("FoldedConv.add needs a conv without activation")
+        if self._onednn(x) and _channels_last(other) and other.dtype == x.dtype:
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
+                self.groups, "add", 1.0, "relu" if relu else None, [], "",
+            )
+        y = self._conv(x).add_(other)
+        return y.relu_() if relu else y
 
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -94,9 +162,9 @@ def fold_sequence(
 ) -> List[Step]:
     """Inference steps equal to applying ``modules`` in order (eval mode).
 
-    Each ``Conv2d`` absorbs a directly following ``BatchNorm2d`` and then a following
-    ``ReLU`` (applied in place on the fresh conv output). Other modules (pooling,
-    other activations) are kept as they are. Returns callables ``x -> y``.
+    Each ``Conv2d`` absorbs a directly following ``BatchNorm2d`` and then a following ``ReLU``
+    or ``Hardswish`` (fused on oneDNN, else applied in place on the fresh conv output). Other
+    modules (pooling, other activations) are kept as they are. Returns callables ``x -> y``.
     """
     steps: List[Step] = []
     i = 0
@@ -105,9 +173,9 @@ def fold_sequence(
         if isinstance(m, nn.Conv2d):
             bn = modules[i + 1] if i + 1 < len(modules) and isinstance(modules[i + 1], nn.BatchNorm2d) else None
             j = i + 1 + (bn is not None)
-            relu = j < len(modules) and isinstance(modules[j], nn.ReLU)
-            steps.append(FoldedConv(m, bn, relu, memory_format))
-            i = j + relu
+            act = modules[j] if j < len(modules) and type(modules[j]) in _ACTIVATIONS else None
+            steps.append(FoldedConv(m, bn, memory_format=memory_format, activation=act))
+            i = j + (act is not None)
         else:
             steps.append(m)
             i += 1

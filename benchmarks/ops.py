@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import datetime
 import json
 import os
@@ -86,6 +87,21 @@ def cpu_model() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     return platform.processor() or "unknown-cpu"
+
+
+def keep_freed_memory() -> bool:
+    """Makes glibc reuse freed heap memory instead of mmap-ing fresh pages.
+
+    PyTorch's CPU allocator has no cache: every output over 32 MB is a fresh
+    mmap whose page faults (zeroing) cost more than the op itself on a VM, and
+    would hide the kernels' differences. Returns whether it took effect.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def time_ms(fn: Callable[[], object], device: str, min_run_time: float) -> float:
@@ -284,6 +300,8 @@ def write(result: Dict, out_dir: Path) -> None:
     title = (f"afnet_kernels op benchmark on {result['device_name']} ({result['device']}, "
              f"{result['threads']} threads), torch {result['torch']}, {result['dtype']}, "
              f"{result['layout']}, N={result['N']} T={result['T']}, {result['date']}")
+    if result.get("cpu_allocator"):
+        title += f"\nCPU allocator: {result['cpu_allocator']}; load average {result['loadavg_1min']:.1f}"
     table = "\n".join([title, HEADER] + [format_row(r) for r in rows])
     (out_dir / "ops.txt").write_text(table + "\n")
     (out_dir / "ops.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -318,10 +336,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     parser.add_argument("--quick", action="store_true", help="N=2, 50%% selection, short timing")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="CPU seconds per timing")
+    parser.add_argument("--fresh-pages", action="store_true",
+                        help="CPU: let every large output fault in fresh pages (default: reuse the heap)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default results/<device>-<date>)")
     args = parser.parse_args(argv)
     if args.quick:
         args.N, args.ratios, args.min_run_time = 2, [0.5], 0.1
+    allocator = "fresh pages (default malloc)"
+    if not args.fresh_pages and keep_freed_memory():
+        allocator = "glibc heap reuse (mallopt M_MMAP_MAX=0)"
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if args.device == "all" and not torch.cuda.is_available():
         devices = ["cpu"]
@@ -330,6 +353,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for device in devices:
         print(f"== {device} ==\n{HEADER}", flush=True)
         result = run_device(args, device)
+        if device == "cpu":
+            result["cpu_allocator"] = allocator
         date = result["date"]
         out_dir = args.out if args.out is not None else ROOT / "results" / f"{device_label(device)}-{date}"
         if args.out is not None and len(devices) > 1:

@@ -119,12 +119,9 @@ class ResidualBlock(CachedInference):
         shortcut = x if shortcut_steps is None else run_steps(shortcut_steps, x)
         if selection is None:
             if self.shift_div:
-                index = _all_rows(x)
-                y = run_steps(branch, ops.gather_frames(x, index, self.num_segments, self.shift_div))
-            else:
-                y = run_steps(branch, x)
-            y = y.add_(shortcut)
-            return y.relu_() if self.last_relu else y
+                x = ops.gather_frames(x, _all_rows(x), self.num_segments, self.shift_div)
+            # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass.
+            return branch[-1].add(run_steps(branch[:-1], x), shortcut, self.last_relu)
         fill = None
         if self.fill_zero_response:
             fill = cached_zero_response(values, lambda z: run_steps(branch, z), x)

@@ -297,7 +297,6 @@ class AFMobileNetV3(CachedInference):
         self.fc = nn.Sequential(
             nn.Linear(last, HIDDEN_FC), nn.Hardswish(), nn.Dropout(dropout), nn.Linear(HIDDEN_FC, num_classes)
         )
-        self.feature_dim = num_classes
         self._init_weights()
 
     def _init_weights(self) -> None:
