@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, test and benchmark on a CUDA machine in one go (how the committed GPU
 # results were produced on a lent H100). Steps run in the order given, e.g.
-#   bash benchmarks/gpu_session.sh build test-ops bench-ops test-all bench
+#   bash benchmarks/gpu_session.sh build test-gpu bench-ops bench
 # Logs and results land under $OUT (default gpu_out/).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -27,8 +27,7 @@ for s in "$@"; do
   case $s in
     build) step build $PY -m pip install --no-build-isolation --no-deps -e . || exit 1
            $PY -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends()))" ;;
-    test-ops) step test-ops $PY -m pytest -q -ra tests/test_ops.py ;;
-    test-all) step test-all $PY -m pytest -q -ra tests ;;
+    test-gpu) step test-gpu $PY -m pytest -q -ra -m cuda tests ;;
     bench-ops) step bench-ops $PY benchmarks/ops.py --device cuda --dtype bfloat16 --out "$OUT/ops" ;;
     bench) step bench $PY -m afnet bench --device cuda --out "$OUT/bench" ;;
     *) echo "unknown step $s"; exit 2 ;;

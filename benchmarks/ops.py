@@ -104,8 +104,10 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def time_ms(fn: Callable[[], object], device: str, min_run_time: float) -> float:
-    """Median milliseconds per call after warm-up."""
+def time_ms(fn: Callable[[], object], device: str, min_run_time: float, rounds: int = 5) -> float:
+    """Milliseconds per call: the median after warm-up on GPU; on CPU the lowest
+    of `rounds` medians, so that a burst of load from other processes on a
+    shared machine does not decide the figure."""
     if device == "cuda":
         import triton.testing
 
@@ -113,8 +115,9 @@ def time_ms(fn: Callable[[], object], device: str, min_run_time: float) -> float
     import torch.utils.benchmark as tb
 
     fn()  # warm-up (allocator, thread pool)
-    m = tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-    return m.median * 1e3
+    timer = tb.Timer(stmt="fn()", globals={"fn": fn})
+    medians = [timer.blocked_autorange(min_run_time=min_run_time / rounds).median for _ in range(rounds)]
+    return min(medians) * 1e3
 
 
 def parse_sizes(text: str) -> List[tuple]:

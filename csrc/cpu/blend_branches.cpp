@@ -9,8 +9,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -18,13 +16,12 @@
 
 #include "common/checks.h"
 #include "common/indexing.h"
+#include "cpu/elementwise.h"
 #include "cpu/row_spans.h"
 
 namespace afnet_kernels {
 namespace cpu {
 namespace {
-
-namespace vec = at::vec;
 
 // Source index along one axis for every destination index.
 std::vector<int64_t> nearest_table(int64_t in_size, int64_t out_size) {
@@ -61,55 +58,70 @@ at::Tensor theta_matrix(const at::Tensor& theta) {
   return theta.reshape({theta.size(0), theta.size(1)}).contiguous();
 }
 
-template <typename V>
-V blend(const V& t, const V& a, const V& f, bool relu) {
-  const V v = t * a + (V(1) - t) * f;
-  return relu ? vec::maximum(v, V(0)) : v;
+// out[i] = finish(t[i] * a[i] + (1 - t[i]) * f[i]); t is a scalar or a vector.
+template <bool kRelu, typename scalar_t, typename Theta>
+inline void blend_into(scalar_t* __restrict out, const Theta& theta,
+                       const scalar_t* __restrict a, const scalar_t* __restrict f, int64_t n) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t t = theta(i);
+    out[i] = static_cast<scalar_t>(
+        finish<kRelu>(t * opmath_t(a[i]) + (opmath_t(1) - t) * opmath_t(f[i])));
+  }
 }
 
-template <typename scalar_t>
+// Contiguous: one (row, channel) plane per task. The plane of up(ample) is
+// built in a small buffer (it stays in cache), then blended in one straight
+// loop over H*W.
+template <bool kRelu, typename scalar_t>
 void blend_contiguous(scalar_t* out, const scalar_t* ample, const scalar_t* focal,
-                      const scalar_t* theta, const BranchGeometry& g, bool relu) {
+                      const scalar_t* theta, const BranchGeometry& g) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t lines = g.rows * g.channels * g.H;
-  const int64_t grain = std::max<int64_t>(1, kSpanGrain / std::max<int64_t>(1, g.W));
-  at::parallel_for(0, lines, grain, [&](int64_t lo, int64_t hi) {
-    std::vector<scalar_t> up_line(g.W);  // one upsampled line of ample, in cache
-    int64_t cached = -1;
-    for (int64_t line = lo; line < hi; ++line) {
-      const int64_t plane = line / g.H;
-      const int64_t y = line - plane * g.H;
-      const int64_t src_line = plane * g.h + g.src_y[y];
-      if (src_line != cached) {
-        const scalar_t* a = ample + src_line * g.w;
-        for (int64_t x = 0; x < g.W; ++x) up_line[x] = a[g.src_x[x]];
-        cached = src_line;
+  const int64_t plane = g.H * g.W;
+  const int64_t grain = std::max<int64_t>(1, kSpanGrain / std::max<int64_t>(1, plane));
+  at::parallel_for(0, g.rows * g.channels, grain, [&](int64_t lo, int64_t hi) {
+    std::vector<scalar_t> up(plane);
+    for (int64_t p = lo; p < hi; ++p) {
+      const scalar_t* a = ample + p * g.h * g.w;
+      for (int64_t y = 0; y < g.H; ++y) {
+        const scalar_t* a_line = a + g.src_y[y] * g.w;
+        for (int64_t x = 0; x < g.W; ++x) up[y * g.W + x] = a_line[g.src_x[x]];
       }
-      const opmath_t t = static_cast<opmath_t>(theta[plane]);
-      vec::map2(
-          [t, relu](auto a, auto f) { return blend(decltype(a)(t), a, f, relu); },
-          out + line * g.W, up_line.data(), focal + line * g.W, g.W);
+      const opmath_t t = opmath_t(theta[p]);
+      blend_into<kRelu>(out + p * plane, [t](int64_t) { return t; }, up.data(),
+                        focal + p * plane, plane);
     }
   });
 }
 
-template <typename scalar_t>
+// channels_last: one pixel per step, vectorized along C.
+template <bool kRelu, typename scalar_t>
 void blend_channels_last(scalar_t* out, const scalar_t* ample, const scalar_t* focal,
-                         const scalar_t* theta, const BranchGeometry& g, bool relu) {
+                         const scalar_t* theta, const BranchGeometry& g) {
+  using opmath_t = at::opmath_type<scalar_t>;
   const int64_t C = g.channels;
-  const int64_t pixels = g.rows * g.H * g.W;
   const int64_t grain = std::max<int64_t>(1, kSpanGrain / std::max<int64_t>(1, C));
-  at::parallel_for(0, pixels, grain, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, g.rows * g.H * g.W, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t pix = lo; pix < hi; ++pix) {
       const int64_t n = pix / (g.H * g.W);
       const int64_t yx = pix - n * g.H * g.W;
       const int64_t y = yx / g.W;
       const int64_t x = yx - y * g.W;
       const scalar_t* a = ample + ((n * g.h + g.src_y[y]) * g.w + g.src_x[x]) * C;
-      vec::map3([relu](auto t, auto av, auto f) { return blend(t, av, f, relu); }, out + pix * C,
-                theta + n * C, a, focal + pix * C, C);
+      const scalar_t* t = theta + n * C;
+      blend_into<kRelu>(out + pix * C, [t](int64_t c) { return opmath_t(t[c]); }, a,
+                        focal + pix * C, C);
     }
   });
+}
+
+template <bool kRelu, typename scalar_t>
+void blend_rows(at::Tensor& out, const at::Tensor& ample, const at::Tensor& focal,
+                const at::Tensor& theta, const BranchGeometry& g, at::MemoryFormat format) {
+  const auto run = format == at::MemoryFormat::ChannelsLast ? &blend_channels_last<kRelu, scalar_t>
+                                                            : &blend_contiguous<kRelu, scalar_t>;
+  run(out.data_ptr<scalar_t>(), ample.const_data_ptr<scalar_t>(),
+      focal.const_data_ptr<scalar_t>(), theta.const_data_ptr<scalar_t>(), g);
 }
 
 at::Tensor blend_branches_cpu(const at::Tensor& ample_in, const at::Tensor& focal_in,
@@ -122,15 +134,14 @@ at::Tensor blend_branches_cpu(const at::Tensor& ample_in, const at::Tensor& foca
   at::Tensor out = at::empty_like(focal, focal.options().memory_format(format));
   if (out.numel() == 0) return out;
   const BranchGeometry g(ample, focal);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, focal.scalar_type(),
-                                  "blend_branches_cpu", [&] {
-                                    const auto run = format == at::MemoryFormat::ChannelsLast
-                                                         ? &blend_channels_last<scalar_t>
-                                                         : &blend_contiguous<scalar_t>;
-                                    run(out.data_ptr<scalar_t>(), ample.const_data_ptr<scalar_t>(),
-                                        focal.const_data_ptr<scalar_t>(),
-                                        theta.const_data_ptr<scalar_t>(), g, relu);
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, focal.scalar_type(), "blend_branches_cpu", [&] {
+        if (relu) {
+          blend_rows<true, scalar_t>(out, ample, focal, theta, g, format);
+        } else {
+          blend_rows<false, scalar_t>(out, ample, focal, theta, g, format);
+        }
+      });
   return out;
 }
 
@@ -217,32 +228,49 @@ template <typename scalar_t>
 void pool_rows(scalar_t* out, const at::Tensor& ample, const at::Tensor& focal,
                const BranchGeometry& g, at::MemoryFormat format) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
+  using opmath_t = at::opmath_type<scalar_t>;
+  // up(ample) repeats ample[i, j] count_y[i] * count_x[j] times.
   const std::vector<int64_t> count_y = nearest_counts(g.h, g.H);
   const std::vector<int64_t> count_x = nearest_counts(g.w, g.W);
-  const RowStrides fs = RowStrides::of(focal), as = RowStrides::of(ample);
   const int64_t C = g.channels;
   const int64_t focal_row = C * g.H * g.W, ample_row = C * g.h * g.w;
   const scalar_t* fp = focal.const_data_ptr<scalar_t>();
   const scalar_t* ap = ample.const_data_ptr<scalar_t>();
   const acc_t scale = acc_t(1) / acc_t(g.H * g.W);
+  const bool last = format == at::MemoryFormat::ChannelsLast;
   at::parallel_for(0, g.rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<acc_t> sums(C);
+    std::vector<opmath_t> line(C);  // channels_last: one line's per-channel sums
     for (int64_t n = lo; n < hi; ++n) {
-      std::fill(sums.begin(), sums.end(), acc_t(0));
       const scalar_t* f = fp + n * focal_row;
       const scalar_t* a = ap + n * ample_row;
-      // up(ample) repeats ample[i, j] count_y[i] * count_x[j] times.
-      for_each_element(format, C, g.h, g.w, [&](int64_t c, int64_t i, int64_t j) {
-        sums[c] += acc_t(count_y[i] * count_x[j]) * acc_t(a[as.at(c, i, j)]);
-      });
-      if (format == at::MemoryFormat::ChannelsLast) {
-        for (int64_t pix = 0; pix < g.H * g.W; ++pix)
-          for (int64_t c = 0; c < C; ++c) sums[c] += acc_t(f[pix * C + c]);
-      } else {
-        for (int64_t c = 0; c < C; ++c)
-          sums[c] += acc_t(vec::reduce_all([](auto x, auto y) { return x + y; },
-                                           f + c * fs.c, g.H * g.W));
+      if (!last) {
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t* ac = a + c * g.h * g.w;
+          acc_t s = sum_of<acc_t>(f + c * g.H * g.W, g.H * g.W);
+          for (int64_t i = 0; i < g.h; ++i) {
+            opmath_t part = 0;
+            for (int64_t j = 0; j < g.w; ++j) part += opmath_t(count_x[j]) * opmath_t(ac[i * g.w + j]);
+            s += acc_t(count_y[i]) * acc_t(part);
+          }
+          out[n * C + c] = static_cast<scalar_t>(s * scale);
+        }
+        continue;
       }
+      std::fill(sums.begin(), sums.end(), acc_t(0));
+      const auto add_line = [&](const scalar_t* pixels, int64_t count, const int64_t* weights,
+                                acc_t line_weight) {
+        std::fill(line.begin(), line.end(), opmath_t(0));
+        for (int64_t x = 0; x < count; ++x) {
+          const opmath_t w = weights ? opmath_t(weights[x]) : opmath_t(1);
+          const scalar_t* px = pixels + x * C;
+          for (int64_t c = 0; c < C; ++c) line[c] += w * opmath_t(px[c]);
+        }
+        for (int64_t c = 0; c < C; ++c) sums[c] += line_weight * acc_t(line[c]);
+      };
+      for (int64_t y = 0; y < g.H; ++y) add_line(f + y * g.W * C, g.W, nullptr, acc_t(1));
+      for (int64_t i = 0; i < g.h; ++i)
+        add_line(a + i * g.w * C, g.w, count_x.data(), acc_t(count_y[i]));
       for (int64_t c = 0; c < C; ++c) out[n * C + c] = static_cast<scalar_t>(sums[c] * scale);
     }
   });

@@ -6,22 +6,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <optional>
 #include <vector>
 
 #include "common/checks.h"
+#include "cpu/elementwise.h"
 #include "cpu/row_spans.h"
 
 namespace afnet_kernels {
 namespace cpu {
 namespace {
-
-namespace vec = at::vec;
 
 // inverse[r] = k with index[k] == r, or -1; rejects out-of-range and repeated rows.
 std::vector<int64_t> inverse_of(const int64_t* idx, int64_t count, int64_t rows) {
@@ -43,40 +39,10 @@ at::Tensor fill_in_row_layout(const at::Tensor& fill, at::MemoryFormat format) {
 }
 
 template <typename scalar_t, bool kRelu>
-struct Kernels {
-  using opmath_t = at::opmath_type<scalar_t>;
-
-  template <typename V>
-  static V finish(const V& v) {
-    if constexpr (kRelu) {
-      return vec::maximum(v, V(0));
-    } else {
-      return v;
-    }
-  }
-
-  static void add(scalar_t* out, const scalar_t* a, const scalar_t* b, int64_t n) {
-    vec::map2([](auto x, auto y) { return finish(x + y); }, out, a, b, n);
-  }
-
-  static void add_scalar(scalar_t* out, const scalar_t* a, opmath_t s, int64_t n) {
-    vec::map([s](auto x) { return finish(x + decltype(x)(s)); }, out, a, n);
-  }
-
-  static void copy(scalar_t* out, const scalar_t* a, int64_t n) {
-    if constexpr (kRelu) {
-      vec::map([](auto x) { return finish(x); }, out, a, n);
-    } else {
-      std::memcpy(out, a, n * sizeof(scalar_t));
-    }
-  }
-};
-
-template <typename scalar_t, bool kRelu>
 void scatter_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src,
                   const std::vector<int64_t>& inverse, const std::optional<at::Tensor>& fill,
                   const RowLayout& layout) {
-  using K = Kernels<scalar_t, kRelu>;
+  using opmath_t = at::opmath_type<scalar_t>;
   const int64_t row_numel = base.size(1) * base.size(2) * base.size(3);
   const scalar_t* b = base.const_data_ptr<scalar_t>();
   const scalar_t* s = src.const_data_ptr<scalar_t>();
@@ -90,24 +56,24 @@ void scatter_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src
     const scalar_t* base_p = b + offset;
     const int64_t k = inverse[r];
     if (k >= 0) {
-      K::add(out_p + begin, base_p + begin, s + k * row_numel + begin, end - begin);
+      add_into<kRelu>(out_p + begin, base_p + begin, s + k * row_numel + begin, end - begin);
     } else if (f == nullptr) {
-      K::copy(out_p + begin, base_p + begin, end - begin);
+      copy_into<kRelu>(out_p + begin, base_p + begin, end - begin);
     } else if (!per_channel) {
-      K::add(out_p + begin, base_p + begin, f + begin, end - begin);
+      add_into<kRelu>(out_p + begin, base_p + begin, f + begin, end - begin);
     } else if (layout.inner == 1) {
       // channels_last: the channels of a pixel are adjacent, like the fill.
       for (int64_t p = begin; p < end;) {
         const int64_t c = p % layout.channels;
         const int64_t stop = std::min(end, p - c + layout.channels);
-        K::add(out_p + p, base_p + p, f + c, stop - p);
+        add_into<kRelu>(out_p + p, base_p + p, f + c, stop - p);
         p = stop;
       }
     } else {
       for (int64_t p = begin; p < end;) {
         const int64_t c = p / layout.inner;
         const int64_t stop = std::min(end, (c + 1) * layout.inner);
-        K::add_scalar(out_p + p, base_p + p, static_cast<typename K::opmath_t>(f[c]), stop - p);
+        add_scalar_into<kRelu>(out_p + p, base_p + p, static_cast<opmath_t>(f[c]), stop - p);
         p = stop;
       }
     }

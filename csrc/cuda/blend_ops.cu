@@ -190,6 +190,7 @@ __global__ void pool_planes_kernel(const T* __restrict__ ample, const T* __restr
        plane < planes; plane += warp_stride) {
     acc_t sum = acc_t(0);
     const T* f = focal + plane * pixels;
+#pragma unroll 4
     for (uint32_t p = lane; p < pixels / N; p += 32) {
       const Pack<T, N> pack = load_pack<N>(f + p * N);
 #pragma unroll
@@ -213,34 +214,28 @@ __global__ void pool_pixels_kernel(const T* __restrict__ ample, const T* __restr
                                    at::opmath_type<T>* __restrict__ partial, BranchGeometry g,
                                    int64_t tiles, uint32_t splits) {
   using acc_t = at::opmath_type<T>;
-  const int64_t n = blockIdx.x / tiles;
-  const uint32_t tile = blockIdx.x % tiles;
-  const uint32_t split = blockIdx.y;
-  const uint32_t c = (tile * blockDim.x + threadIdx.x) * N;
-  const bool active = c < g.channels;
-  acc_t acc[N];
-#pragma unroll
-  for (int i = 0; i < N; ++i) acc[i] = acc_t(0);
-  if (active) {
+  const PixelBlock b = pixel_block<N>(tiles, g.channels);
+  acc_t acc[N] = {};
+  if (b.active) {
     uint32_t begin, end;
-    split_range(g.pixels(), splits, split, begin, end);
+    split_range(g.pixels(), splits, b.split, begin, end);
+#pragma unroll 4
     for (uint32_t p = begin + threadIdx.y; p < end; p += blockDim.y) {
-      const Pack<T, N> pack = load_pack<N>(focal + (n * g.pixels() + p) * g.channels + c);
+      const Pack<T, N> pack = load_pack<N>(focal + (b.row * g.pixels() + p) * g.channels + b.c);
 #pragma unroll
       for (int i = 0; i < N; ++i) acc[i] += static_cast<acc_t>(pack.v[i]);
     }
-    split_range(g.ample_pixels(), splits, split, begin, end);
+    split_range(g.ample_pixels(), splits, b.split, begin, end);
     for (uint32_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
       const acc_t count = static_cast<acc_t>(
           preimage_size(q / g.ample_width, g.ample_height, g.height) *
           preimage_size(q % g.ample_width, g.ample_width, g.width));
-      const Pack<T, N> pack = load_pack<N>(ample + (n * g.ample_pixels() + q) * g.channels + c);
+      const Pack<T, N> pack = load_pack<N>(ample + (b.row * g.ample_pixels() + q) * g.channels + b.c);
 #pragma unroll
       for (int i = 0; i < N; ++i) acc[i] += static_cast<acc_t>(pack.v[i]) * count;
     }
   }
-  sum_over_block_rows<N>(acc, active,
-                         active ? partial + (split * g.rows + n) * g.channels + c : nullptr);
+  sum_over_block_rows<N>(acc, b.active, b.partial(partial, g.rows, g.channels));
 }
 
 at::Tensor pool_branches_cuda(const at::Tensor& ample_in, const at::Tensor& focal_in) {
@@ -345,20 +340,16 @@ __global__ void blend_backward_pixels_kernel(
     T* __restrict__ grad_focal, at::opmath_type<T>* __restrict__ partial, BranchGeometry g,
     int64_t tiles, uint32_t splits, bool relu) {
   using acc_t = at::opmath_type<T>;
-  const int64_t n = blockIdx.x / tiles;
-  const uint32_t tile = blockIdx.x % tiles;
-  const uint32_t split = blockIdx.y;
-  const uint32_t c = (tile * blockDim.x + threadIdx.x) * N;
-  const bool active = c < g.channels;
-  acc_t theta_sum[N];
-#pragma unroll
-  for (int i = 0; i < N; ++i) theta_sum[i] = acc_t(0);
-  if (active) {
+  const PixelBlock b = pixel_block<N>(tiles, g.channels);
+  const int64_t n = b.row;
+  const uint32_t c = b.c;
+  acc_t theta_sum[N] = {};
+  if (b.active) {
     acc_t th[N];
 #pragma unroll
     for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta[n * g.channels + c + i]);
     uint32_t begin, end;
-    split_range(g.ample_pixels(), splits, split, begin, end);
+    split_range(g.ample_pixels(), splits, b.split, begin, end);
     for (uint32_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
       const int64_t sy = q / g.ample_width;
       const int64_t sx = q % g.ample_width;
@@ -394,8 +385,7 @@ __global__ void blend_backward_pixels_kernel(
       store_pack<N>(grad_ample + a_offset, ga);
     }
   }
-  sum_over_block_rows<N>(theta_sum, active,
-                         active ? partial + (split * g.rows + n) * g.channels + c : nullptr);
+  sum_over_block_rows<N>(theta_sum, b.active, b.partial(partial, g.rows, g.channels));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_branches_backward_cuda(

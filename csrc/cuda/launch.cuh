@@ -179,6 +179,27 @@ inline PixelGrid pixel_grid(int64_t rows, int64_t channel_packs, int64_t pixels)
           static_cast<uint32_t>(splits)};
 }
 
+// This thread's place in a pixel_grid launch: frame `row`, first channel `c`
+// of its pack, pixel chunk `split`; inactive past the last channel.
+struct PixelBlock {
+  int64_t row;
+  uint32_t c;
+  uint32_t split;
+  bool active;
+
+  // Where this thread's pack of sums goes in partials [splits, rows, C].
+  template <typename A>
+  __device__ __forceinline__ A* partial(A* partials, int64_t rows, uint32_t channels) const {
+    return active ? partials + (split * rows + row) * channels + c : nullptr;
+  }
+};
+
+template <int N>
+__device__ __forceinline__ PixelBlock pixel_block(int64_t tiles, uint32_t channels) {
+  const uint32_t c = static_cast<uint32_t>((blockIdx.x % tiles) * blockDim.x + threadIdx.x) * N;
+  return {static_cast<int64_t>(blockIdx.x / tiles), c, blockIdx.y, c < channels};
+}
+
 // [begin, end) of chunk `split` when `total` items are cut into `splits` chunks.
 __device__ __forceinline__ void split_range(uint32_t total, uint32_t splits, uint32_t split,
                                             uint32_t& begin, uint32_t& end) {
