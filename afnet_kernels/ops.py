@@ -93,7 +93,7 @@ def select_frames(mask: Tensor, num_selected: Optional[int] = None) -> Tuple[Ten
     Equivalent PyTorch: ``afnet_kernels.reference.select_frames``.
     """
     if not _compiled(mask):
-        return reference.select_frames(mask)
+        return reference.select_frames(mask, num_selected)
     return torch.ops.afnet_kernels.select_frames(mask, num_selected)
 
 

@@ -28,11 +28,15 @@ __all__ = [
 ]
 
 
-def select_frames(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def select_frames(
+    mask: torch.Tensor, num_selected: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices of the selected frames.
 
     Args:
         mask: ``[N, T]``, bool or 0/1.
+        num_selected: accepted for parity with the compiled op; the reference
+            always counts the selected frames itself.
 
     Returns:
         ``index``: int64 ``[K]``, the selected rows ``n*T + t`` in ascending order.

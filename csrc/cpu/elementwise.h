@@ -49,20 +49,22 @@ inline void copy_into(scalar_t* __restrict out, const scalar_t* __restrict a, in
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(finish<kRelu>(opmath_t(a[i])));
 }
 
-// Sum of a[0..n) in opmath, in blocks whose partial sums go to `acc_t` (double
-// for float), so long reductions keep their precision while the inner loop
-// vectorizes.
+// Sum of a[0..n) in opmath with kLanes independent partial sums (so the loop
+// is not bound by the latency of one chain of adds and vectorizes), folded
+// into `acc_t` (double for float) every kBlock elements to keep precision.
 template <typename acc_t, typename scalar_t>
 inline acc_t sum_of(const scalar_t* __restrict a, int64_t n) {
   using opmath_t = at::opmath_type<scalar_t>;
-  constexpr int64_t kBlock = 256;
+  constexpr int64_t kLanes = 16, kBlock = 512;
   acc_t total = 0;
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t stop = std::min(n, start + kBlock);
-    opmath_t part = 0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = start; i < stop; ++i) part += opmath_t(a[i]);
-    total += acc_t(part);
+  for (int64_t i = 0; i < n;) {
+    const int64_t stop = std::min(n, i + kBlock);
+    opmath_t lanes[kLanes] = {};
+    for (; i + kLanes <= stop; i += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) lanes[l] += opmath_t(a[i + l]);
+    }
+    for (int64_t l = 0; i < stop; ++i, ++l) lanes[l] += opmath_t(a[i]);
+    for (int64_t l = 0; l < kLanes; ++l) total += acc_t(lanes[l]);
   }
   return total;
 }

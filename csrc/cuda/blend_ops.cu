@@ -104,41 +104,44 @@ __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ 
     const T* ample_row = ample + n * ample_row_numel;
     const T* theta_row = theta + n * g.channels;
     T* out_row = out + n * row_numel;
-    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
-      const uint32_t j = p * N;
-      uint32_t c = g.channels_last ? j % g.channels : j / pixels;
-      const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
-      uint32_t y = pixel / g.width;
-      uint32_t x = pixel % g.width;
-      const Pack<T, N> f = load_pack<N>(focal_row + j);
-      Pack<T, N> a;
-      acc_t th[N];
-      if (ample_packs) {
-        const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
-        const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
-        a = load_pack<N>(ample_row + (sy * g.ample_width + sx) * g.channels + c);
+    for_each_row_pack<Pack<T, N>>(
+        row_packs,
+        [&](uint32_t p) {
+          const uint32_t j = p * N;
+          uint32_t c = g.channels_last ? j % g.channels : j / pixels;
+          const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
+          uint32_t y = pixel / g.width;
+          uint32_t x = pixel % g.width;
+          const Pack<T, N> f = load_pack<N>(focal_row + j);
+          Pack<T, N> a;
+          acc_t th[N];
+          if (ample_packs) {
+            const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+            const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
+            a = load_pack<N>(ample_row + (sy * g.ample_width + sx) * g.channels + c);
 #pragma unroll
-        for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta_row[c + i]);
-      } else {
+            for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta_row[c + i]);
+          } else {
 #pragma unroll
-        for (int i = 0; i < N; ++i) {
-          const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
-          const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
-          a.v[i] = ample_row[g.channels_last
-                                 ? (sy * g.ample_width + sx) * g.channels + c
-                                 : (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width + sx];
-          th[i] = static_cast<acc_t>(theta_row[c]);
-          advance_position(g, c, y, x);
-        }
-      }
-      Pack<T, N> result;
+            for (int i = 0; i < N; ++i) {
+              const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+              const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
+              a.v[i] = ample_row[g.channels_last
+                                     ? (sy * g.ample_width + sx) * g.channels + c
+                                     : (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width + sx];
+              th[i] = static_cast<acc_t>(theta_row[c]);
+              advance_position(g, c, y, x);
+            }
+          }
+          Pack<T, N> result;
 #pragma unroll
-      for (int i = 0; i < N; ++i) {
-        const acc_t v = th[i] * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th[i]) * static_cast<acc_t>(f.v[i]);
-        result.v[i] = static_cast<T>(relu ? relu_keep_nan(v) : v);
-      }
-      store_pack<N>(out_row + j, result);
-    }
+          for (int i = 0; i < N; ++i) {
+            const acc_t v = th[i] * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th[i]) * static_cast<acc_t>(f.v[i]);
+            result.v[i] = static_cast<T>(relu ? relu_keep_nan(v) : v);
+          }
+          return result;
+        },
+        [&](uint32_t p, const Pack<T, N>& v) { store_pack<N>(out_row + p * N, v); });
   }
 }
 
