@@ -104,44 +104,41 @@ __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ 
     const T* ample_row = ample + n * ample_row_numel;
     const T* theta_row = theta + n * g.channels;
     T* out_row = out + n * row_numel;
-    for_each_row_pack<Pack<T, N>>(
-        row_packs,
-        [&](uint32_t p) {
-          const uint32_t j = p * N;
-          uint32_t c = g.channels_last ? j % g.channels : j / pixels;
-          const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
-          uint32_t y = pixel / g.width;
-          uint32_t x = pixel % g.width;
-          const Pack<T, N> f = load_pack<N>(focal_row + j);
-          Pack<T, N> a;
-          acc_t th[N];
-          if (ample_packs) {
-            const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
-            const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
-            a = load_pack<N>(ample_row + (sy * g.ample_width + sx) * g.channels + c);
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      uint32_t c = g.channels_last ? j % g.channels : j / pixels;
+      const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
+      uint32_t y = pixel / g.width;
+      uint32_t x = pixel % g.width;
+      const Pack<T, N> f = load_pack<N>(focal_row + j);
+      Pack<T, N> a;
+      acc_t th[N];
+      if (ample_packs) {
+        const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+        const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
+        a = load_pack<N>(ample_row + (sy * g.ample_width + sx) * g.channels + c);
 #pragma unroll
-            for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta_row[c + i]);
-          } else {
+        for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta_row[c + i]);
+      } else {
 #pragma unroll
-            for (int i = 0; i < N; ++i) {
-              const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
-              const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
-              a.v[i] = ample_row[g.channels_last
-                                     ? (sy * g.ample_width + sx) * g.channels + c
-                                     : (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width + sx];
-              th[i] = static_cast<acc_t>(theta_row[c]);
-              advance_position(g, c, y, x);
-            }
-          }
-          Pack<T, N> result;
+        for (int i = 0; i < N; ++i) {
+          const int64_t sy = nearest_source_index(y, g.ample_height, g.height);
+          const int64_t sx = nearest_source_index(x, g.ample_width, g.width);
+          a.v[i] = ample_row[g.channels_last
+                                 ? (sy * g.ample_width + sx) * g.channels + c
+                                 : (static_cast<int64_t>(c) * g.ample_height + sy) * g.ample_width + sx];
+          th[i] = static_cast<acc_t>(theta_row[c]);
+          advance_position(g, c, y, x);
+        }
+      }
+      Pack<T, N> result;
 #pragma unroll
-          for (int i = 0; i < N; ++i) {
-            const acc_t v = th[i] * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th[i]) * static_cast<acc_t>(f.v[i]);
-            result.v[i] = static_cast<T>(relu ? relu_keep_nan(v) : v);
-          }
-          return result;
-        },
-        [&](uint32_t p, const Pack<T, N>& v) { store_pack<N>(out_row + p * N, v); });
+      for (int i = 0; i < N; ++i) {
+        const acc_t v = th[i] * static_cast<acc_t>(a.v[i]) + (acc_t(1) - th[i]) * static_cast<acc_t>(f.v[i]);
+        result.v[i] = static_cast<T>(relu ? relu_keep_nan(v) : v);
+      }
+      store_pack<N>(out_row + j, result);
+    }
   }
 }
 
@@ -193,7 +190,6 @@ __global__ void pool_planes_kernel(const T* __restrict__ ample, const T* __restr
        plane < planes; plane += warp_stride) {
     acc_t sum = acc_t(0);
     const T* f = focal + plane * pixels;
-#pragma unroll 4
     for (uint32_t p = lane; p < pixels / N; p += 32) {
       const Pack<T, N> pack = load_pack<N>(f + p * N);
 #pragma unroll
@@ -217,28 +213,34 @@ __global__ void pool_pixels_kernel(const T* __restrict__ ample, const T* __restr
                                    at::opmath_type<T>* __restrict__ partial, BranchGeometry g,
                                    int64_t tiles, uint32_t splits) {
   using acc_t = at::opmath_type<T>;
-  const PixelBlock b = pixel_block<N>(tiles, g.channels);
-  acc_t acc[N] = {};
-  if (b.active) {
+  const int64_t n = blockIdx.x / tiles;
+  const uint32_t tile = blockIdx.x % tiles;
+  const uint32_t split = blockIdx.y;
+  const uint32_t c = (tile * blockDim.x + threadIdx.x) * N;
+  const bool active = c < g.channels;
+  acc_t acc[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = acc_t(0);
+  if (active) {
     uint32_t begin, end;
-    split_range(g.pixels(), splits, b.split, begin, end);
-#pragma unroll 4
+    split_range(g.pixels(), splits, split, begin, end);
     for (uint32_t p = begin + threadIdx.y; p < end; p += blockDim.y) {
-      const Pack<T, N> pack = load_pack<N>(focal + (b.row * g.pixels() + p) * g.channels + b.c);
+      const Pack<T, N> pack = load_pack<N>(focal + (n * g.pixels() + p) * g.channels + c);
 #pragma unroll
       for (int i = 0; i < N; ++i) acc[i] += static_cast<acc_t>(pack.v[i]);
     }
-    split_range(g.ample_pixels(), splits, b.split, begin, end);
+    split_range(g.ample_pixels(), splits, split, begin, end);
     for (uint32_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
       const acc_t count = static_cast<acc_t>(
           preimage_size(q / g.ample_width, g.ample_height, g.height) *
           preimage_size(q % g.ample_width, g.ample_width, g.width));
-      const Pack<T, N> pack = load_pack<N>(ample + (b.row * g.ample_pixels() + q) * g.channels + b.c);
+      const Pack<T, N> pack = load_pack<N>(ample + (n * g.ample_pixels() + q) * g.channels + c);
 #pragma unroll
       for (int i = 0; i < N; ++i) acc[i] += static_cast<acc_t>(pack.v[i]) * count;
     }
   }
-  sum_over_block_rows<N>(acc, b.active, b.partial(partial, g.rows, g.channels));
+  sum_over_block_rows<N>(acc, active,
+                         active ? partial + (split * g.rows + n) * g.channels + c : nullptr);
 }
 
 at::Tensor pool_branches_cuda(const at::Tensor& ample_in, const at::Tensor& focal_in) {
@@ -343,16 +345,20 @@ __global__ void blend_backward_pixels_kernel(
     T* __restrict__ grad_focal, at::opmath_type<T>* __restrict__ partial, BranchGeometry g,
     int64_t tiles, uint32_t splits, bool relu) {
   using acc_t = at::opmath_type<T>;
-  const PixelBlock b = pixel_block<N>(tiles, g.channels);
-  const int64_t n = b.row;
-  const uint32_t c = b.c;
-  acc_t theta_sum[N] = {};
-  if (b.active) {
+  const int64_t n = blockIdx.x / tiles;
+  const uint32_t tile = blockIdx.x % tiles;
+  const uint32_t split = blockIdx.y;
+  const uint32_t c = (tile * blockDim.x + threadIdx.x) * N;
+  const bool active = c < g.channels;
+  acc_t theta_sum[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) theta_sum[i] = acc_t(0);
+  if (active) {
     acc_t th[N];
 #pragma unroll
     for (int i = 0; i < N; ++i) th[i] = static_cast<acc_t>(theta[n * g.channels + c + i]);
     uint32_t begin, end;
-    split_range(g.ample_pixels(), splits, b.split, begin, end);
+    split_range(g.ample_pixels(), splits, split, begin, end);
     for (uint32_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
       const int64_t sy = q / g.ample_width;
       const int64_t sx = q % g.ample_width;
@@ -388,7 +394,8 @@ __global__ void blend_backward_pixels_kernel(
       store_pack<N>(grad_ample + a_offset, ga);
     }
   }
-  sum_over_block_rows<N>(theta_sum, b.active, b.partial(partial, g.rows, g.channels));
+  sum_over_block_rows<N>(theta_sum, active,
+                         active ? partial + (split * g.rows + n) * g.channels + c : nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_branches_backward_cuda(

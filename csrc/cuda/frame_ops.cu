@@ -117,15 +117,12 @@ __global__ void gather_frames_kernel(const T* __restrict__ x, const int64_t* __r
     const int64_t row = index[k];
     const bool valid = row >= 0 && row < x_rows;
     T* out_row = out + k * row_numel;
-    for_each_row_pack<Pack<T, N>>(
-        row_packs,
-        [&](uint32_t p) {
-          const uint32_t j = p * N;
-          const int64_t c = fold > 0 ? layout.channel(j) : 0;
-          const int64_t src = valid ? shifted_source_row(row, c, fold, num_segments) : -1;
-          return load_row_or_zero<N>(x, src, row_numel, j);
-        },
-        [&](uint32_t p, const Pack<T, N>& v) { store_pack<N>(out_row + p * N, v); });
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      const int64_t c = fold > 0 ? layout.channel(j) : 0;
+      const int64_t src = valid ? shifted_source_row(row, c, fold, num_segments) : -1;
+      store_pack<N>(out_row + j, load_row_or_zero<N>(x, src, row_numel, j));
+    }
   }
 }
 
@@ -206,19 +203,16 @@ __global__ void gather_backward_kernel(const T* __restrict__ grad,
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
     T* out_row = out + r * row_numel;
-    for_each_row_pack<Pack<T, N>>(
-        row_packs,
-        [&](uint32_t p) {
-          const uint32_t j = p * N;
-          int64_t k = -1;
-          if (!zero_only) {
-            const int64_t c = fold > 0 ? layout.channel(j) : 0;
-            const int64_t target = shifted_target_row(r, c, fold, num_segments);
-            k = target >= 0 ? inverse[target] : -1;
-          }
-          return load_row_or_zero<N>(grad, k, row_numel, j);
-        },
-        [&](uint32_t p, const Pack<T, N>& v) { store_pack<N>(out_row + p * N, v); });
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      int64_t k = -1;
+      if (!zero_only) {
+        const int64_t c = fold > 0 ? layout.channel(j) : 0;
+        const int64_t target = shifted_target_row(r, c, fold, num_segments);
+        k = target >= 0 ? inverse[target] : -1;
+      }
+      store_pack<N>(out_row + j, load_row_or_zero<N>(grad, k, row_numel, j));
+    }
   }
 }
 
@@ -305,28 +299,25 @@ __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __res
     const int64_t k = inverse[r];
     const T* base_row = base + r * row_numel;
     T* out_row = out + r * row_numel;
-    for_each_row_pack<Pack<T, N>>(
-        row_packs,
-        [&](uint32_t p) {
-          const uint32_t j = p * N;
-          const Pack<T, N> b = load_pack<N>(base_row + j);
-          Pack<T, N> a;
-          if (k >= 0) {
-            a = load_pack<N>(src + k * row_numel + j);
-          } else if (fill != nullptr) {
-            a = load_pack<N>(fill + j);
-          } else {
-            a = zero_pack<N, T>();
-          }
-          Pack<T, N> result;
+    for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
+      const uint32_t j = p * N;
+      const Pack<T, N> b = load_pack<N>(base_row + j);
+      Pack<T, N> a;
+      if (k >= 0) {
+        a = load_pack<N>(src + k * row_numel + j);
+      } else if (fill != nullptr) {
+        a = load_pack<N>(fill + j);
+      } else {
+        a = zero_pack<N, T>();
+      }
+      Pack<T, N> result;
 #pragma unroll
-          for (int i = 0; i < N; ++i) {
-            const acc_t sum = static_cast<acc_t>(b.v[i]) + static_cast<acc_t>(a.v[i]);
-            result.v[i] = static_cast<T>(relu ? relu_keep_nan(sum) : sum);
-          }
-          return result;
-        },
-        [&](uint32_t p, const Pack<T, N>& v) { store_pack<N>(out_row + p * N, v); });
+      for (int i = 0; i < N; ++i) {
+        const acc_t sum = static_cast<acc_t>(b.v[i]) + static_cast<acc_t>(a.v[i]);
+        result.v[i] = static_cast<T>(relu ? relu_keep_nan(sum) : sum);
+      }
+      store_pack<N>(out_row + j, result);
+    }
   }
 }
 

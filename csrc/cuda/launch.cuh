@@ -119,14 +119,9 @@ void with_pack_width(bool wide, const Launch& launch) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Packs a thread of a row kernel handles per step; all their loads are
-// issued before the first store, so more bytes are in flight per thread.
-constexpr int kPacksPerThread = 4;
-
 // Grid of the elementwise row kernels: blockIdx.y/threadIdx.y walk rows,
-// blockIdx.x/threadIdx.x walk the packs of a row (kPacksPerThread each, see
-// for_each_row_pack). Short rows share a block so that no thread idles on a
-// frame of a few packs.
+// blockIdx.x/threadIdx.x walk the packs of a row. Short rows share a block so
+// that no thread idles on a frame of a few packs.
 struct RowGrid {
   dim3 grid;
   dim3 block;
@@ -136,8 +131,7 @@ inline RowGrid row_grid(int64_t rows, int64_t row_packs) {
   int bx = 32;
   while (bx < kThreads && bx < row_packs) bx <<= 1;
   const int by = kThreads / bx;
-  const int64_t gx = std::min<int64_t>(ceil_div(row_packs, int64_t{bx} * kPacksPerThread),
-                                       std::numeric_limits<int32_t>::max());
+  const int64_t gx = std::min<int64_t>(ceil_div(row_packs, bx), std::numeric_limits<int32_t>::max());
   const int64_t gy = std::min<int64_t>(ceil_div(rows, by), 65535);
   return {dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(bx, by)};
 }
@@ -148,30 +142,8 @@ __device__ __forceinline__ int64_t grid_row_begin() {
 __device__ __forceinline__ int64_t grid_row_stride() {
   return static_cast<int64_t>(gridDim.y) * blockDim.y;
 }
-
-// Within a row_grid launch, walks this thread's packs p of a row of
-// `row_packs` packs: value = load(p) for up to kPacksPerThread packs (spaced
-// by blockDim.x, so a warp's accesses stay contiguous), then store(p, value)
-// for each of them.
-template <typename Value, typename Load, typename Store>
-__device__ __forceinline__ void for_each_row_pack(uint32_t row_packs, const Load& load,
-                                                  const Store& store) {
-  const uint32_t step = gridDim.x * blockDim.x * kPacksPerThread;
-  for (uint32_t first = blockIdx.x * blockDim.x * kPacksPerThread + threadIdx.x;
-       first < row_packs; first += step) {
-    Value values[kPacksPerThread];
-#pragma unroll
-    for (int u = 0; u < kPacksPerThread; ++u) {
-      const uint32_t p = first + u * blockDim.x;
-      if (p < row_packs) values[u] = load(p);
-    }
-#pragma unroll
-    for (int u = 0; u < kPacksPerThread; ++u) {
-      const uint32_t p = first + u * blockDim.x;
-      if (p < row_packs) store(p, values[u]);
-    }
-  }
-}
+__device__ __forceinline__ uint32_t grid_pack_begin() { return blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ uint32_t grid_pack_stride() { return gridDim.x * blockDim.x; }
 
 inline int multiprocessor_count() {
   int value = 0;
@@ -205,27 +177,6 @@ inline PixelGrid pixel_grid(int64_t rows, int64_t channel_packs, int64_t pixels)
   const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, useful, 65535}));
   return {dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(splits)), dim3(bx, by), tiles,
           static_cast<uint32_t>(splits)};
-}
-
-// This thread's place in a pixel_grid launch: frame `row`, first channel `c`
-// of its pack, pixel chunk `split`; inactive past the last channel.
-struct PixelBlock {
-  int64_t row;
-  uint32_t c;
-  uint32_t split;
-  bool active;
-
-  // Where this thread's pack of sums goes in partials [splits, rows, C].
-  template <typename A>
-  __device__ __forceinline__ A* partial(A* partials, int64_t rows, uint32_t channels) const {
-    return active ? partials + (split * rows + row) * channels + c : nullptr;
-  }
-};
-
-template <int N>
-__device__ __forceinline__ PixelBlock pixel_block(int64_t tiles, uint32_t channels) {
-  const uint32_t c = static_cast<uint32_t>((blockIdx.x % tiles) * blockDim.x + threadIdx.x) * N;
-  return {static_cast<int64_t>(blockIdx.x / tiles), c, blockIdx.y, c < channels};
 }
 
 // [begin, end) of chunk `split` when `total` items are cut into `splits` chunks.
