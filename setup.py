@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import shlex
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -77,15 +78,17 @@ def extensions() -> list:
     debug = env_flag("DEBUG")
     # -g0: Python's own CFLAGS carry -g, which doubles compile time for nothing.
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-    # -fopenmp-simd: honour `#pragma omp simd` reductions without an OpenMP runtime.
-    opt.append("-fopenmp-simd")
     cxx_flags = list(opt)
+    # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp the
+    # CPU kernels would silently run on one thread. The runtime is the
+    # libgomp.so.1 that torch already loaded.
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     cpu = CppExtension(
         name="afnet_kernels._C",
         sources=sources("ops.cpp") + sources("cpu/*.cpp"),
         include_dirs=[str(CSRC)],
-        extra_compile_args={"cxx": cxx_flags},
-        extra_link_args=["-g"] if debug else [],
+        extra_compile_args={"cxx": cxx_flags + openmp},
+        extra_link_args=openmp + (["-g"] if debug else []),
     )
     exts = [cpu]
 
@@ -108,7 +111,7 @@ def extensions() -> list:
         )
 
     log(f"torch {torch.__version__} (CUDA {torch.version.cuda}), debug={debug}")
-    log(f"CPU extension afnet_kernels._C: {len(cpu.sources)} sources, cxx flags {cxx_flags}")
+    log(f"CPU extension afnet_kernels._C: {len(cpu.sources)} sources, cxx flags {cxx_flags + openmp}")
     if build_cuda:
         log(
             f"CUDA extension afnet_kernels._C_cuda: {len(cuda_sources)} sources ({reason}); "

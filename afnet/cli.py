@@ -22,7 +22,7 @@ DTYPES = {
     "float64": torch.float64, "fp64": torch.float64,
 }
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
-CPU_REPEATS, CPU_WARMUP = 7, 1
+CPU_REPEATS, CPU_WARMUP = 11, 1
 CUDA_REPEATS, CUDA_WARMUP = 30, 5
 
 

@@ -43,7 +43,8 @@ class FlopCount:
 
 def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> float:
     k = m.kernel_size[0] * m.kernel_size[1]
-    return m.in_channels * m.out_channels * k / m.groups * out[0].numel() / m.out_channels
+    # c_in·c_out·h·w·k²/groups for one row of the output batch.
+    return m.in_channels * k / m.groups * out[0].numel()
 
 
 @torch.no_grad()

@@ -29,6 +29,8 @@ __all__ = [
     "CachedInference",
     "clear_inference_cache",
     "state_signature",
+    "is_channels_last",
+    "memory_format_of",
 ]
 
 V = TypeVar("V")
@@ -67,8 +69,14 @@ _ACTIVATIONS: Dict[type, Tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
 }
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-D tensor laid out channels_last (and not also plain contiguous)."""
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` or ``torch.contiguous_format``, as :func:`is_channels_last` says."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 class FoldedConv:
@@ -114,7 +122,7 @@ class FoldedConv:
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
-            and _channels_last(x)
+            and is_channels_last(x)
             and not (torch.is_grad_enabled() and x.requires_grad)
         )
 
@@ -145,7 +153,7 @@ class FoldedConv:
         """
         if self.activation is not None:
             raise ValueError("FoldedConv.add needs a conv without activation")
-        if self._onednn(x) and _channels_last(other) and other.dtype == x.dtype:
+        if self._onednn(x) and is_channels_last(other) and other.dtype == x.dtype:
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
                 self.groups, "add", 1.0, "relu" if relu else None, [], "",

@@ -25,6 +25,8 @@ from typing import Callable, ContextManager, Dict, Hashable, List, Optional, Seq
 
 import torch
 
+from afnet.folding import is_channels_last
+
 __all__ = [
     "FrameSelection",
     "count_selected",
@@ -104,15 +106,11 @@ def trusted_indices(ops: ModuleType) -> ContextManager:
     return factory() if factory is not None else contextlib.nullcontext()
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 @torch.no_grad()
 def zero_response(branch: Branch, x: torch.Tensor) -> torch.Tensor:
     """``F(0)`` ``[C', H', W']``: the branch's output for one all-zero frame shaped like a row of ``x``."""
     zeros = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-    if _channels_last(x):
+    if is_channels_last(x):
         zeros = zeros.contiguous(memory_format=torch.channels_last)
     # Kept in the branch's layout: for channels_last the [C, H, W] view is HWC in memory, which
     # is how the scatter kernels read a fill row, so they need no copy of it.
@@ -122,7 +120,7 @@ def zero_response(branch: Branch, x: torch.Tensor) -> torch.Tensor:
 def cached_zero_response(values: Dict[Hashable, object], branch: Branch, x: torch.Tensor) -> torch.Tensor:
     """:func:`zero_response` stored in ``values`` (an inference-cache dict) per input shape, dtype,
     device and layout."""
-    key = ("zero_response", tuple(x.shape[1:]), x.dtype, x.device, _channels_last(x))
+    key = ("zero_response", tuple(x.shape[1:]), x.dtype, x.device, is_channels_last(x))
     f0 = values.get(key)
     if f0 is None:
         f0 = values[key] = zero_response(branch, x)

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Dict, List
 
+import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
@@ -101,3 +102,12 @@ def random_masks(count: int, n: int, t: int, seed: int) -> List[torch.Tensor]:
     for i, m in enumerate(special[:count]):
         masks[i] = m
     return masks
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Run each test on 2 threads, as CI does (import into a test module to use it)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models.resnet import Bottleneck
 
 from afnet import baselines
 from afnet.bench import config as bench_config
@@ -256,11 +255,12 @@ def test_device_defaults(monkeypatch):
 
     parser = build_parser()
     cpu = resolve_bench_config(parser.parse_args(["bench", "--device", "cpu"]), parser)
-    assert (cpu.batch, cpu.dtype, cpu.channels_last, cpu.repeats) == (1, torch.float32, True, 7)
+    assert (cpu.batch, cpu.dtype, cpu.channels_last, cpu.repeats) == (1, torch.float32, True, 11)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = resolve_bench_config(parser.parse_args(["bench", "--device", "cuda"]), parser)
     assert (gpu.batch, gpu.dtype, gpu.channels_last) == (8, torch.bfloat16, True)
-    quick = resolve_bench_config(parser.parse_args(["bench", "--device", "cpu", "--quick", "--no-channels-last"]), parser)
+    args = parser.parse_args(["bench", "--device", "cpu", "--quick", "--no-channels-last"])
+    quick = resolve_bench_config(args, parser)
     assert (quick.repeats, quick.warmup, quick.channels_last) == (3, 1, False)
 
 
@@ -311,3 +311,11 @@ def test_check_failure_is_loud(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "correctness check failed" in err and "sparse output differs from dense" in err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_low_precision_run_checks_against_float32(tmp_path, capsys):
+    """bfloat16 (the GPU default) is checked against float32 before timing, on the CPU too."""
+    assert main(TINY + ["--dtype", "bf16", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert "dtype=bfloat16" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert all(r["latency_ms"] > 0 for r in rows) and rows[2]["check_rel_err"] < runner.REL_TOL[torch.float32]

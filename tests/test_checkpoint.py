@@ -10,7 +10,7 @@ import torch
 
 import afnet
 from afnet import CheckpointError, load_checkpoint, save_checkpoint
-from model_utils import build_model, fixture_state_dict, load_fixture
+from model_utils import build_model, fixture_state_dict, load_fixture, two_threads  # noqa: F401
 
 
 @pytest.fixture(scope="module")

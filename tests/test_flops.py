@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import afnet
-from model_utils import build_model, fixture_state_dict, fixture_video, load_fixture
+from model_utils import build_model, fixture_state_dict, fixture_video, load_fixture, two_threads  # noqa: F401
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from model_utils import (
     load_fixture,
     random_masks,
     relative_error,
+    two_threads,  # noqa: F401  (autouse fixture)
 )
 
 RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
@@ -22,14 +23,6 @@ RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 
 def kernels_built() -> bool:
     return bool(afnet_kernels.backends()["cpu"]["usable"])
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small_model(arch: str = "af_resnet50", T: int = 3, seed: int = 0, **kwargs) -> afnet.models.TSN:

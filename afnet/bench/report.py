@@ -98,8 +98,9 @@ def format_table(rows: Sequence[Row]) -> str:
     body = [[get(r) for _, get in TABLE_COLUMNS] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
 
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    def line(cells: Sequence[str]) -> str:  # text columns left-aligned, numbers right-aligned
+        padded = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep] + [line(b) for b in body])

@@ -149,7 +149,8 @@ def _check_low_precision(name: str, low: torch.Tensor, ref_low: torch.Tensor, re
 
 def _build_baseline(e: Entry, cfg: BenchConfig, video: torch.Tensor, generator: torch.Generator):
     """A calibrated (and BN-folded) baseline; checks folding in full precision, then in ``cfg.dtype``."""
-    model = _place(baselines.create_baseline(e.arch, num_classes=cfg.num_classes, num_segments=e.frames), cfg)
+    model = baselines.create_baseline(e.arch, num_classes=cfg.num_classes, num_segments=e.frames)
+    model = _place(model, cfg).to(video.dtype)
     calibrate_(model, video, generator)
     err = None
     if cfg.fold_baselines:
@@ -174,7 +175,7 @@ def _build_af(e: Entry, cfg: BenchConfig, video: torch.Tensor, generator: torch.
 
     model = afnet.create_model(e.arch, num_classes=cfg.num_classes, num_segments=e.frames,
                                shift=e.shift, policy="uniform", rt=e.rt)
-    model = _place(model, cfg)
+    model = _place(model, cfg).to(video.dtype)
     calibrate_(model, video, generator)
     dense, sparse, masks = _both_executions(e.model_key, model, video)
     err = rel_err(sparse, dense)

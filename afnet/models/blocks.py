@@ -21,7 +21,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from afnet.folding import CachedInference, fold_sequence, run_steps
+from afnet.folding import CachedInference, fold_sequence, memory_format_of, run_steps
 from afnet.sparse import FrameSelection, cached_zero_response, sparse_residual
 
 import afnet_kernels.reference as _reference
@@ -37,17 +37,14 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1, groups: int = 1) -> nn.Conv2
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False, groups=groups)
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 class ResidualBlock(CachedInference):
     """Common machinery of :class:`Bottleneck` and :class:`BasicBlock`.
 
+    Subclasses take ``(in_channels, out_channels, stride=1, groups=1, downsample=None, **options)``
+    with ``options`` below; ``downsample`` is the shortcut (``nn.Sequential`` of pool/conv/BN) or
+    None for the identity.
+
     Args:
-        downsample: the shortcut (``nn.Sequential`` of pool/conv/BN) or None for identity.
         last_relu: apply ReLU after the residual add.
         shift_div: TSM shift of the branch input with fold ``C // shift_div`` (0: none);
             the shortcut always takes the unshifted input.
@@ -58,10 +55,9 @@ class ResidualBlock(CachedInference):
 
     def __init__(
         self,
-        downsample: Optional[nn.Module],
-        last_relu: bool,
-        shift_div: int,
-        num_segments: int,
+        last_relu: bool = True,
+        shift_div: int = 0,
+        num_segments: int = 1,
         fill_zero_response: bool = True,
     ) -> None:
         super().__init__()
@@ -75,10 +71,6 @@ class ResidualBlock(CachedInference):
     # Subclasses list their branch modules in order (conv, bn, relu, ...).
     def branch_modules(self) -> List[nn.Module]:
         raise NotImplementedError
-
-    @property
-    def out_channels(self) -> int:
-        return self.branch_modules()[-2].num_features  # the last BN
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift_div == 0:
@@ -115,7 +107,7 @@ class ResidualBlock(CachedInference):
         """Eval forward with folded BN. ``selection`` None computes every frame (plain block);
         otherwise only the selected frames (focal block). Same output as ``forward`` in eval."""
         values = self.inference_values()
-        branch, shortcut_steps = self._folded(values, _layout(x))
+        branch, shortcut_steps = self._folded(values, memory_format_of(x))
         shortcut = x if shortcut_steps is None else run_steps(shortcut_steps, x)
         if selection is None:
             if self.shift_div:
@@ -154,12 +146,9 @@ class Bottleneck(ResidualBlock):
         stride: int = 1,
         groups: int = 1,
         downsample: Optional[nn.Module] = None,
-        last_relu: bool = True,
-        shift_div: int = 0,
-        num_segments: int = 1,
-        fill_zero_response: bool = True,
+        **options,
     ) -> None:
-        super().__init__(downsample, last_relu, shift_div, num_segments, fill_zero_response)
+        super().__init__(**options)
         mid = out_channels // self.expansion
         self.conv1 = conv1x1(in_channels, mid, groups=groups)
         self.bn1 = nn.BatchNorm2d(mid)
@@ -185,12 +174,9 @@ class BasicBlock(ResidualBlock):
         stride: int = 1,
         groups: int = 1,
         downsample: Optional[nn.Module] = None,
-        last_relu: bool = True,
-        shift_div: int = 0,
-        num_segments: int = 1,
-        fill_zero_response: bool = True,
+        **options,
     ) -> None:
-        super().__init__(downsample, last_relu, shift_div, num_segments, fill_zero_response)
+        super().__init__(**options)
         self.conv1 = conv3x3(in_channels, out_channels, stride, groups=groups)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels, groups=groups)

@@ -16,11 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from afnet.folding import CachedInference, fold_sequence, run_steps
+from afnet.folding import CachedInference, fold_sequence, memory_format_of, run_steps
 from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
-from afnet.models.blocks import SHIFT_DIV, ResidualBlock, block_type, conv1x1, make_shortcut
+from afnet.models.blocks import SHIFT_DIV, block_type, conv1x1, make_shortcut
 from afnet.sparse import ExecutionContext, select_stage, trusted_indices
 
 # depth -> (block, blocks per stage)
@@ -31,12 +30,6 @@ RESNET_DEPTHS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
     101: ("bottleneck", (4, 8, 18, 3)),
 }
 FUSIONS = ("dynamic", "additive")
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 class AFStage(CachedInference):
@@ -168,7 +161,7 @@ class AFStage(CachedInference):
         for focal_block, selection in zip(self.refine_module, selections):
             refine = focal_block.infer(refine, ctx.ops, selection)
         if self.base_transform is not None:
-            fmt = _layout(base)
+            fmt = memory_format_of(base)
             values = self.inference_values(self.base_transform)
             steps = values.get(fmt)
             if steps is None:
@@ -275,7 +268,7 @@ class AFResNet(CachedInference):
     def _stem(self, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
         if not ctx.sparse:
             return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        fmt = _layout(x)
+        fmt = memory_format_of(x)
         values = self.inference_values(self.conv1, self.bn1)
         steps = values.get(fmt)
         if steps is None:
@@ -292,7 +285,3 @@ class AFResNet(CachedInference):
             x = b.infer(x, ctx.ops) if ctx.sparse else b(x)
         return torch.flatten(self.avgpool(x), 1), masks
 
-
-def focal_blocks(model: nn.Module) -> List[ResidualBlock]:
-    """Every focal block under ``model``, in forward order."""
-    return [b for m in model.modules() if isinstance(m, AFStage) for b in m.refine_module]

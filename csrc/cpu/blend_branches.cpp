@@ -3,7 +3,7 @@
 // The nearest upsampling of the ample branch is folded into the indexing
 // (nearest_source_index, shared with CUDA): up(ample) is never built. The
 // forward passes stream focal and out once and are vectorized along the
-// contiguous dimension (W for contiguous, C for channels_last).
+// contiguous dimension (the H*W plane for contiguous, C for channels_last).
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -244,6 +245,12 @@ void pool_rows(scalar_t* out, const at::Tensor& ample, const at::Tensor& focal,
   const scalar_t* ap = ample.const_data_ptr<scalar_t>();
   const acc_t scale = acc_t(1) / acc_t(g.H * g.W);
   const bool last = format == at::MemoryFormat::ChannelsLast;
+  // Integer upsampling factors (the common case) repeat every ample pixel
+  // equally often: the ample sum is then one plain reduction.
+  const auto all_equal = [](const std::vector<int64_t>& v) {
+    return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v.front(); });
+  };
+  const bool uniform = g.h > 0 && g.w > 0 && all_equal(count_y) && all_equal(count_x);
   at::parallel_for(0, g.rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<acc_t> sums(C);
     std::vector<opmath_t> line(C);  // channels_last: one line's per-channel sums
@@ -254,6 +261,11 @@ void pool_rows(scalar_t* out, const at::Tensor& ample, const at::Tensor& focal,
         for (int64_t c = 0; c < C; ++c) {
           const scalar_t* ac = a + c * g.h * g.w;
           acc_t s = sum_of<acc_t>(f + c * g.H * g.W, g.H * g.W);
+          if (uniform) {
+            s += acc_t(count_y[0] * count_x[0]) * sum_of<acc_t>(ac, g.h * g.w);
+            out[n * C + c] = static_cast<scalar_t>(s * scale);
+            continue;
+          }
           for (int64_t i = 0; i < g.h; ++i) {
             opmath_t part = 0;
 #pragma omp simd reduction(+ : part)

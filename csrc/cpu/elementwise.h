@@ -64,7 +64,11 @@ inline acc_t sum_of(const scalar_t* __restrict a, int64_t n) {
       for (int64_t l = 0; l < kLanes; ++l) lanes[l] += opmath_t(a[i + l]);
     }
     for (int64_t l = 0; i < stop; ++i, ++l) lanes[l] += opmath_t(a[i]);
-    for (int64_t l = 0; l < kLanes; ++l) total += acc_t(lanes[l]);
+    // Pairwise fold: a short dependency chain, unlike 16 sequential adds.
+    for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+      for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    total += acc_t(lanes[0]);
   }
   return total;
 }
