@@ -13,7 +13,7 @@ import afnet_kernels
 import afnet_kernels.reference as reference
 from afnet.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
 from afnet.sparse import FrameSelection, select_stage, sparse_residual, zero_response
-from model_utils import build_model, random_masks, relative_error, two_threads  # noqa: F401
+from model_utils import build_model, random_masks, random_state_like, relative_error, two_threads  # noqa: F401
 
 RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
@@ -161,7 +161,7 @@ def test_caches_follow_weight_changes_and_training() -> None:
     model.eval()
     dense3, sparse3 = dense_and_sparse(model, video, masks)
     assert relative_error(sparse3, dense3) < 1e-5
-    model.load_state_dict(build_model("af_resnet50", 3, seed=9, shift=True).state_dict())
+    model.load_state_dict(random_state_like(model, 9))
     dense4, sparse4 = dense_and_sparse(model, video, masks)
     assert relative_error(sparse4, dense4) < 1e-5 and relative_error(dense4, dense3) > 1e-3
 
