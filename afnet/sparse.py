@@ -196,6 +196,18 @@ class ExecutionContext:
         self._used += 1
         return mask
 
+    def gate_mask(self, gate: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mask ``[N, T]`` of ``gate`` (a navigation module or fixed policy, with ``num_segments``)
+        on frames ``x`` ``[N*T, C, H, W]``, or the next forced mask: checked to be ``[N, T]``, then
+        cast to ``x``'s device and dtype."""
+        forced = self.next_forced_mask()
+        if forced is None:
+            return gate(x)
+        expected = (x.shape[0] // gate.num_segments, gate.num_segments)
+        if tuple(forced.shape) != expected:
+            raise ValueError(f"masks: expected shape {expected}, got {tuple(forced.shape)}")
+        return forced.to(device=x.device, dtype=x.dtype)
+
     def check_all_forced_used(self) -> None:
         if self._forced is not None and self._used != len(self._forced):
             raise ValueError(

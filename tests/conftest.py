@@ -1,4 +1,4 @@
-"""Shared test helpers: device parametrization, output poisoning, tolerances."""
+"""Shared test helpers: device parametrization, output poisoning, thread counts, tolerances."""
 
 from __future__ import annotations
 
@@ -55,6 +55,33 @@ def poisoned_outputs() -> Iterator[None]:
 def poison() -> Iterator[None]:
     """Fixture form of ``poisoned_outputs`` for a whole test."""
     with poisoned_outputs():
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Inside the block torch runs intra-op work on ``n`` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small tensors gain nothing from intra-op threads, and on a shared machine the thread
+    barriers make every op wait for a busy core (several times slower). Use per module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """Run a test on 2 threads, as CI does (``pytest.mark.usefixtures("two_threads")``)."""
+    with torch_threads(2):
         yield
 
 

@@ -102,12 +102,3 @@ def random_masks(count: int, n: int, t: int, seed: int) -> List[torch.Tensor]:
     for i, m in enumerate(special[:count]):
         masks[i] = m
     return masks
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    """Run each test on 2 threads, as CI does (import into a test module to use it)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)

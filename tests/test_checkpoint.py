@@ -10,7 +10,9 @@ import torch
 
 import afnet
 from afnet import CheckpointError, load_checkpoint, save_checkpoint
-from model_utils import build_model, fixture_state_dict, load_fixture, two_threads  # noqa: F401
+from model_utils import build_model, fixture_state_dict, load_fixture
+
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import afnet
-from model_utils import build_model, fixture_state_dict, fixture_video, load_fixture, two_threads  # noqa: F401
+from model_utils import build_model, fixture_state_dict, fixture_video, load_fixture
+
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.mark.slow

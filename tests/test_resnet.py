@@ -15,8 +15,9 @@ from model_utils import (
     load_fixture,
     random_masks,
     relative_error,
-    two_threads,  # noqa: F401  (autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 

@@ -13,7 +13,9 @@ import afnet_kernels
 import afnet_kernels.reference as reference
 from afnet.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
 from afnet.sparse import FrameSelection, select_stage, sparse_residual, zero_response
-from model_utils import build_model, random_masks, random_state_like, relative_error, two_threads  # noqa: F401
+from model_utils import build_model, random_masks, random_state_like, relative_error
+
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
 LAYOUTS = (torch.contiguous_format, torch.channels_last)

@@ -15,15 +15,7 @@ from afnet.schedules import set_temperature, target_ratio, temperature
 
 N, T, SIZE = 2, 4, 32
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared machine the thread
-    barriers make every op wait for a busy core (several times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_resnet(seed: int = 0) -> torch.nn.Module:

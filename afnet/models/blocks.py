@@ -16,7 +16,7 @@ Shapes: ``x`` ``[N*T, C_in, H, W]`` frame-major; ``mask`` ``[N, T]`` 0/1.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -40,11 +40,12 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1, groups: int = 1) -> nn.Conv2
 class ResidualBlock(CachedInference):
     """Common machinery of :class:`Bottleneck` and :class:`BasicBlock`.
 
-    Subclasses take ``(in_channels, out_channels, stride=1, groups=1, downsample=None, **options)``
-    with ``options`` below; ``downsample`` is the shortcut (``nn.Sequential`` of pool/conv/BN) or
-    None for the identity.
+    Subclasses build their branch in :meth:`_build_branch`; ``downsample`` is the shortcut
+    (``nn.Sequential`` of pool/conv/BN) or None for the identity.
 
     Args:
+        in_channels, out_channels, stride, groups: of the branch convs (``stride`` on the 3x3).
+        downsample: the shortcut.
         last_relu: apply ReLU after the residual add.
         shift_div: TSM shift of the branch input with fold ``C // shift_div`` (0: none);
             the shortcut always takes the unshifted input.
@@ -55,39 +56,41 @@ class ResidualBlock(CachedInference):
 
     def __init__(
         self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        groups: int = 1,
+        downsample: Optional[nn.Module] = None,
+        *,
         last_relu: bool = True,
         shift_div: int = 0,
         num_segments: int = 1,
         fill_zero_response: bool = True,
     ) -> None:
         super().__init__()
-        self.downsample: Optional[nn.Module] = None  # set by subclasses after their convs (key order)
         self.relu = nn.ReLU(inplace=True)
         self.last_relu = last_relu
         self.shift_div = shift_div
         self.num_segments = num_segments
         self.fill_zero_response = fill_zero_response
+        self._build_branch(in_channels, out_channels, stride, groups)
+        self.downsample = downsample  # registered after the branch convs: the released key order
+
+    def _build_branch(self, in_channels: int, out_channels: int, stride: int, groups: int) -> None:
+        raise NotImplementedError
 
     # Subclasses list their branch modules in order (conv, bn, relu, ...).
     def branch_modules(self) -> List[nn.Module]:
         raise NotImplementedError
 
-    def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shift_div == 0:
-            return x
-        return _reference.temporal_shift(x, self.num_segments, self.shift_div)
-
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense form ``[N*T, C_in, H, W] -> [N*T, C_out, H', W']``; ``mask`` ``[N, T]`` or None."""
         shortcut = x if self.downsample is None else self.downsample(x)
-        y = self._shift(x)
-        if mask is not None:
-            frame_mask = mask.reshape(-1, 1, 1, 1).to(y.dtype)
-            y = y * frame_mask
-        for m in self.branch_modules():
-            y = m(y)
-        if mask is not None and not self.fill_zero_response:
-            y = y * frame_mask
+        y = masked_branch(
+            x, self.branch_modules(), mask,
+            num_segments=self.num_segments, shift_div=self.shift_div,
+            fill_zero_response=self.fill_zero_response,
+        )
         out = y + shortcut
         return self.relu(out) if self.last_relu else out
 
@@ -111,7 +114,7 @@ class ResidualBlock(CachedInference):
         shortcut = x if shortcut_steps is None else run_steps(shortcut_steps, x)
         if selection is None:
             if self.shift_div:
-                x = ops.gather_frames(x, _all_rows(x), self.num_segments, self.shift_div)
+                x = ops.gather_frames(x, all_rows(x), self.num_segments, self.shift_div)
             # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass.
             return branch[-1].add(run_steps(branch[:-1], x), shortcut, self.last_relu)
         fill = None
@@ -129,7 +132,34 @@ class ResidualBlock(CachedInference):
         )
 
 
-def _all_rows(x: torch.Tensor) -> torch.Tensor:
+def masked_branch(
+    x: torch.Tensor,
+    branch: Sequence[nn.Module],
+    mask: Optional[torch.Tensor],
+    *,
+    num_segments: int,
+    shift_div: int,
+    fill_zero_response: bool,
+) -> torch.Tensor:
+    """The dense (released) residual branch ``F(mask ⊙ shift(x))``, differentiable.
+
+    ``x`` ``[N*T, C, H, W]``; ``branch``: the modules of ``F`` in order; ``mask`` ``[N, T]`` 0/1 or
+    None (every frame); ``shift_div`` 0: no TSM shift. With ``fill_zero_response`` False the
+    unselected frames' ``F(0)`` is masked out too, leaving them the shortcut alone.
+    """
+    y = x if shift_div == 0 else _reference.temporal_shift(x, num_segments, shift_div)
+    if mask is not None:
+        frame_mask = mask.reshape(-1, 1, 1, 1).to(y.dtype)
+        y = y * frame_mask
+    for m in branch:
+        y = m(y)
+    if mask is not None and not fill_zero_response:
+        y = y * frame_mask
+    return y
+
+
+def all_rows(x: torch.Tensor) -> torch.Tensor:
+    """Index ``[N*T]`` of every row of ``x``: a gather that only applies the shift."""
     return torch.arange(x.shape[0], device=x.device)
 
 
@@ -139,16 +169,7 @@ class Bottleneck(ResidualBlock):
 
     expansion = 4
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        groups: int = 1,
-        downsample: Optional[nn.Module] = None,
-        **options,
-    ) -> None:
-        super().__init__(**options)
+    def _build_branch(self, in_channels: int, out_channels: int, stride: int, groups: int) -> None:
         mid = out_channels // self.expansion
         self.conv1 = conv1x1(in_channels, mid, groups=groups)
         self.bn1 = nn.BatchNorm2d(mid)
@@ -156,7 +177,6 @@ class Bottleneck(ResidualBlock):
         self.bn2 = nn.BatchNorm2d(mid)
         self.conv3 = conv1x1(mid, out_channels, groups=groups)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.downsample = downsample
 
     def branch_modules(self) -> List[nn.Module]:
         return [self.conv1, self.bn1, self.relu, self.conv2, self.bn2, self.relu, self.conv3, self.bn3]
@@ -167,21 +187,11 @@ class BasicBlock(ResidualBlock):
 
     expansion = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        groups: int = 1,
-        downsample: Optional[nn.Module] = None,
-        **options,
-    ) -> None:
-        super().__init__(**options)
+    def _build_branch(self, in_channels: int, out_channels: int, stride: int, groups: int) -> None:
         self.conv1 = conv3x3(in_channels, out_channels, stride, groups=groups)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels, groups=groups)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.downsample = downsample
 
     def branch_modules(self) -> List[nn.Module]:
         return [self.conv1, self.bn1, self.relu, self.conv2, self.bn2]
@@ -228,6 +238,8 @@ __all__ = [
     "make_shortcut",
     "pool_shortcut",
     "block_type",
+    "masked_branch",
+    "all_rows",
     "SHIFT_DIV",
 ]
 

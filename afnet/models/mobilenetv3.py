@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import afnet_kernels.reference as _reference
-from afnet.folding import CachedInference, fold_sequence, run_steps
+from afnet.folding import CachedInference, fold_sequence, memory_format_of, run_steps
 from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
+from afnet.models.blocks import SHIFT_DIV, all_rows, masked_branch
 from afnet.models.tsn import TSN
 from afnet.sparse import (
     ExecutionContext,
@@ -33,8 +33,6 @@ from afnet.sparse import (
     sparse_residual,
     trusted_indices,
 )
-
-SHIFT_DIV = 8
 
 # (kernel, expansion, out channels, SE, h-swish, stride) per block, as released.
 HEAD = [(3, 1, 16, 0, 0, 1)]
@@ -78,12 +76,6 @@ class SqueezeExcite(nn.Module):
         c, h, w = x.shape[1:]
         return c * h * w + (c * c // 4) * 2 + c
 
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 class InvertedResidual(CachedInference):
@@ -151,14 +143,10 @@ class InvertedResidual(CachedInference):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense, differentiable form; ``mask`` ``[N, T]`` 0/1 for focal blocks."""
-        y = _reference.temporal_shift(x, self.num_segments, SHIFT_DIV)
-        if mask is not None:
-            frame_mask = mask.reshape(-1, 1, 1, 1).to(y.dtype)
-            y = y * frame_mask
-        for m in self.branch_modules():
-            y = m(y)
-        if mask is not None and not self.fill_zero_response:
-            y = y * frame_mask
+        y = masked_branch(
+            x, self.branch_modules(), mask,
+            num_segments=self.num_segments, shift_div=SHIFT_DIV, fill_zero_response=self.fill_zero_response,
+        )
         if self.res_connect is not None:
             return y + self.res_connect(x)
         return y + x if self.identity else y
@@ -175,7 +163,7 @@ class InvertedResidual(CachedInference):
     def infer(self, x: torch.Tensor, ops: ModuleType, selection: Optional[FrameSelection] = None) -> torch.Tensor:
         """Eval form with BN folded; with ``selection`` only the selected frames run ``F``
         (gather with the shift fused, scatter with shortcut and ``F(0)`` fill fused)."""
-        values, (branch_steps, shortcut_steps) = self._folded(_layout(x))
+        values, (branch_steps, shortcut_steps) = self._folded(memory_format_of(x))
 
         def branch(z: torch.Tensor) -> torch.Tensor:
             return run_steps(branch_steps, z)
@@ -185,24 +173,12 @@ class InvertedResidual(CachedInference):
         else:
             shortcut = x if self.identity else None
         if selection is None:
-            all_rows = torch.arange(x.shape[0], device=x.device)
-            y = branch(ops.gather_frames(x, all_rows, self.num_segments, SHIFT_DIV))
+            y = branch(ops.gather_frames(x, all_rows(x), self.num_segments, SHIFT_DIV))
             return y if shortcut is None else y.add_(shortcut)
         fill = cached_zero_response(values, branch, x) if self.fill_zero_response else None
         return sparse_residual(
             x, selection, branch, shortcut, fill=fill, relu=False, ops=ops, shift_div=SHIFT_DIV
         )
-
-
-def _gate(gate: nn.Module, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
-    """Mask ``[N, T]`` of ``gate`` on ``x``, or the context's next forced mask."""
-    forced = ctx.next_forced_mask()
-    if forced is None:
-        return gate(x)
-    expected = (x.shape[0] // gate.num_segments, gate.num_segments)
-    if tuple(forced.shape) != expected:
-        raise ValueError(f"masks: expected shape {expected}, got {tuple(forced.shape)}")
-    return forced.to(device=x.device, dtype=x.dtype)
 
 
 FUSIONS = ("dynamic", "additive")
@@ -348,7 +324,7 @@ class AFMobileNetV3(CachedInference):
         for gates, ample, focal, fusion, fuse in self.af_stages():
             base, refine = x, x
             for gate, ample_block, focal_block in zip(gates, ample, focal):
-                masks.append(_gate(gate, base, ctx))
+                masks.append(ctx.gate_mask(gate, base))
                 base = ample_block(base)
                 refine = focal_block(refine, masks[-1])
             x = fuse[0](fusion(base, refine, relu=False, ops=ctx.dense_ops))
@@ -368,7 +344,7 @@ class AFMobileNetV3(CachedInference):
         return values[key]
 
     def _infer(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        stem, head = self._folded_ends(_layout(x))
+        stem, head = self._folded_ends(memory_format_of(x))
         x = run_steps(stem, x)
         for b in self.plain_blocks(before=True):
             x = b.infer(x, ctx.ops)
@@ -378,7 +354,7 @@ class AFMobileNetV3(CachedInference):
             # stage in one host sync before the focal blocks need them.
             base, stage_masks = x, []
             for gate, ample_block in zip(gates, ample):
-                stage_masks.append(_gate(gate, base, ctx))
+                stage_masks.append(ctx.gate_mask(gate, base))
                 base = ample_block.infer(base, ctx.ops)
             refine = x
             for focal_block, selection in zip(focal, select_stage(stage_masks, ctx.ops)):

@@ -12,7 +12,8 @@ The backbone maps frames ``[N*T, 3, H, W]`` to pooled features ``[N*T, C]`` and 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,13 +33,11 @@ RESNET_DEPTHS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
 FUSIONS = ("dynamic", "additive")
 
 
-class AFStage(CachedInference):
-    """One AF module: ``[N*T, C_in, H, W] -> [N*T, C_out, H/stride, W/stride]`` plus ``n`` masks.
+@dataclass(frozen=True)
+class StageOptions:
+    """Options shared by the three AF stages of an AF-ResNet.
 
-    Args:
-        block: ``"bottleneck"`` or ``"basic"``.
-        in_channels, out_channels, num_blocks, stride: as in the released ``(in, out, blocks, stride)``.
-        num_segments: T.
+    Attributes:
         shift: TSM in every block's residual branch.
         alpha: ample width divisor.
         focal_groups: groups of the focal convs.
@@ -46,6 +45,30 @@ class AFStage(CachedInference):
         fusion: ``"dynamic"`` (released) or ``"additive"`` (paper Table 8).
         fill_zero_response: unselected frames get ``shortcut + F(0)`` (released) or the residual only.
         policy, rt: ``"navigation"`` or a fixed policy (``random``/``uniform``/``normal``) at ratio rt.
+    """
+
+    shift: bool = False
+    alpha: int = 2
+    focal_groups: int = 2
+    mix_frames: bool = False
+    fusion: str = "dynamic"
+    fill_zero_response: bool = True
+    policy: str = "navigation"
+    rt: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+
+
+class AFStage(CachedInference):
+    """One AF module: ``[N*T, C_in, H, W] -> [N*T, C_out, H/stride, W/stride]`` plus ``n`` masks.
+
+    Args:
+        block: ``"bottleneck"`` or ``"basic"``.
+        in_channels, out_channels, num_blocks, stride: as in the released ``(in, out, blocks, stride)``.
+        num_segments: T.
+        options: see :class:`StageOptions`.
     """
 
     def __init__(
@@ -57,30 +80,21 @@ class AFStage(CachedInference):
         stride: int,
         *,
         num_segments: int,
-        shift: bool = False,
-        alpha: int = 2,
-        focal_groups: int = 2,
-        mix_frames: bool = False,
-        fusion: str = "dynamic",
-        fill_zero_response: bool = True,
-        policy: str = "navigation",
-        rt: Optional[float] = None,
+        options: StageOptions = StageOptions(),
     ) -> None:
         super().__init__()
         if num_blocks < 2:
             raise ValueError(f"an AF stage needs at least 2 blocks, got {num_blocks}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         Block = block_type(block)
         n = num_blocks - 1
-        ample = out_channels // alpha
-        shift_div = SHIFT_DIV if shift else 0
+        ample = out_channels // options.alpha
+        shift_div = SHIFT_DIV if options.shift else 0
         common = dict(shift_div=shift_div, num_segments=num_segments)
 
         def gate(c: int) -> nn.Module:
-            if policy == "navigation":
-                return Navigation(c, num_segments, mix_frames=mix_frames)
-            return FixedPolicy(policy, rt, num_segments)
+            if options.policy == "navigation":
+                return Navigation(c, num_segments, mix_frames=options.mix_frames)
+            return FixedPolicy(options.policy, options.rt, num_segments)
 
         self.list_gen = nn.ModuleList(gate(in_channels if i == 0 else ample) for i in range(n))
         self.base_module = nn.ModuleList(
@@ -98,18 +112,18 @@ class AFStage(CachedInference):
             Block(
                 in_channels if i == 0 else out_channels,
                 out_channels,
-                groups=focal_groups,
+                groups=options.focal_groups,
                 downsample=make_shortcut(in_channels, out_channels, 1, pool_first=False) if i == 0 else None,
                 last_relu=i < n - 1,
-                fill_zero_response=fill_zero_response,
+                fill_zero_response=options.fill_zero_response,
                 **common,
             )
             for i in range(n)
         )
         self.base_transform = (
-            nn.Sequential(conv1x1(ample, out_channels), nn.BatchNorm2d(out_channels)) if alpha != 1 else None
+            nn.Sequential(conv1x1(ample, out_channels), nn.BatchNorm2d(out_channels)) if options.alpha != 1 else None
         )
-        self.att_gen = DynamicFusion(out_channels) if fusion == "dynamic" else AdditiveFusion()
+        self.att_gen = DynamicFusion(out_channels) if options.fusion == "dynamic" else AdditiveFusion()
         self.fusion = nn.ModuleList(
             [
                 Block(
@@ -122,25 +136,14 @@ class AFStage(CachedInference):
             ]
         )
 
-    def _gate(self, i: int, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
-        forced = ctx.next_forced_mask()
-        if forced is None:
-            return self.list_gen[i](x)
-        n = x.shape[0] // self.list_gen[i].num_segments
-        if tuple(forced.shape) != (n, self.list_gen[i].num_segments):
-            raise ValueError(
-                f"masks: expected shape ({n}, {self.list_gen[i].num_segments}), got {tuple(forced.shape)}"
-            )
-        return forced.to(device=x.device, dtype=x.dtype)
-
     def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """``x`` ``[N*T, C_in, H, W]`` -> (``[N*T, C_out, H', W']``, masks ``[N, T]`` float 0/1)."""
         binary = all(getattr(g, "is_binary", True) for g in self.list_gen)
         if ctx.sparse and binary:
             return self._infer(x, ctx)
         base, refine, masks = x, x, []
-        for i, (ample_block, focal_block) in enumerate(zip(self.base_module, self.refine_module)):
-            masks.append(self._gate(i, base, ctx))
+        for gate, ample_block, focal_block in zip(self.list_gen, self.base_module, self.refine_module):
+            masks.append(ctx.gate_mask(gate, base))
             base = ample_block(base)
             refine = focal_block(refine, masks[-1])
         if self.base_transform is not None:
@@ -153,8 +156,8 @@ class AFStage(CachedInference):
         # Every mask only depends on the ample branch, so the ample branch runs first and the
         # stage's K's are read in one host sync before any focal block needs them.
         base, masks = x, []
-        for i, ample_block in enumerate(self.base_module):
-            masks.append(self._gate(i, base, ctx))
+        for gate, ample_block in zip(self.list_gen, self.base_module):
+            masks.append(ctx.gate_mask(gate, base))
             base = ample_block.infer(base, ctx.ops)
         selections = select_stage(masks, ctx.ops)
         refine = x
@@ -177,26 +180,14 @@ class AFResNet(CachedInference):
     Args:
         depth: 18, 34, 50 or 101.
         num_segments: T.
-        Other keyword arguments: see :class:`AFStage`.
+        options: the fields of :class:`StageOptions` (``shift`` also applies to ``layer4``).
     """
 
-    def __init__(
-        self,
-        depth: int = 50,
-        *,
-        num_segments: int,
-        shift: bool = False,
-        alpha: int = 2,
-        focal_groups: int = 2,
-        mix_frames: bool = False,
-        fusion: str = "dynamic",
-        fill_zero_response: bool = True,
-        policy: str = "navigation",
-        rt: Optional[float] = None,
-    ) -> None:
+    def __init__(self, depth: int = 50, *, num_segments: int, **options: Any) -> None:
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+        stage_options = StageOptions(**options)
         block, layers = RESNET_DEPTHS[depth]
         expansion = block_type(block).expansion
         self.num_segments = num_segments
@@ -204,23 +195,13 @@ class AFResNet(CachedInference):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        stage = dict(
-            num_segments=num_segments,
-            shift=shift,
-            alpha=alpha,
-            focal_groups=focal_groups,
-            mix_frames=mix_frames,
-            fusion=fusion,
-            fill_zero_response=fill_zero_response,
-            policy=policy,
-            rt=rt,
-        )
+        stage = dict(num_segments=num_segments, options=stage_options)
         widths = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         self.layer1 = AFStage(block, 64, widths[0], layers[0], 2, **stage)
         self.layer2 = AFStage(block, widths[0], widths[1], layers[1], 2, **stage)
         self.layer3 = AFStage(block, widths[1], widths[2], layers[2], 1, **stage)
         Block = block_type(block)
-        shift_div = SHIFT_DIV if shift else 0
+        shift_div = SHIFT_DIV if stage_options.shift else 0
         self.layer4 = nn.Sequential(
             *(
                 Block(
