@@ -154,7 +154,9 @@ def build_cases(x, index, t: int, dtype, device) -> List[Case]:
     k = index.numel()
     es = x.element_size()
     row_bytes = c * h * w * es
-    src = torch.randn(k, c, h, w, dtype=dtype, device=device)
+    # src comes from a conv in the model, so it shares x's layout; a mismatch
+    # would time a transposing copy instead of the scatter.
+    src = torch.randn(k, c, h, w, dtype=dtype, device=device).contiguous(memory_format=ref.memory_format(x))
     fill = torch.randn(c, dtype=dtype, device=device)
     fill_view = fill.view(-1, 1, 1)
 
