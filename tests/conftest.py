@@ -69,11 +69,11 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def one_thread() -> Iterator[None]:
     """Small tensors gain nothing from intra-op threads, and on a shared machine the thread
     barriers make every op wait for a busy core (several times slower). Use per module with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``, or per test."""
     with torch_threads(1):
         yield
 

@@ -24,20 +24,12 @@ from afnet_kernels.reference import temporal_shift
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _calibrated(model: torch.nn.Module, video: torch.Tensor, seed: int = 0) -> torch.nn.Module:
     runner.calibrate_(model, video, torch.Generator().manual_seed(seed))
     return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: far faster than two when CI shares the cores with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,12 @@ def _count(model, T, masks):
 
 
 def test_focal_flops_scale_with_selected_frames() -> None:
-    T = 4
+    T = 3  # the model the sparse tests build too (cached by build_model)
     model = build_model("af_resnet50", T)
     n = sum(len(s.list_gen) for s in model.base_model.stages())
     none = _count(model, T, [torch.zeros(2, T, dtype=torch.bool)] * n)
     full = _count(model, T, [torch.ones(2, T, dtype=torch.bool)] * n)
-    half_mask = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    half_mask = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)  # 3 of the 6 frames
     half = _count(model, T, [half_mask] * n)
     for kind in ("paper", "executed"):
         lo, mid, hi = getattr(none, kind), getattr(half, kind), getattr(full, kind)

@@ -26,6 +26,10 @@ LAYOUTS = [torch.contiguous_format, torch.channels_last]
 # (N, T, C, H, W): C not divisible by the shift divisors, N = 1, T = 1, H = W = 1.
 SHAPES = [(2, 4, 10, 5, 6), (1, 3, 9, 4, 4), (3, 1, 8, 2, 3), (2, 3, 5, 1, 1)]
 MASK_KINDS = ["none", "all", "one", "random"]
+# gradcheck and opcheck call the ops thousands of times on tiny tensors: with 2 threads each call
+# waits on a thread barrier, which on a loaded machine costs ~20x (5 s instead of 0.2 s a test).
+# The forward and backward tests above them keep the default threads (the kernels' parallel paths).
+ONE_THREAD = pytest.mark.usefixtures("one_thread")
 
 pytestmark = pytest.mark.skipif(
     not ak.backends()["cpu"]["usable"], reason="afnet_kernels._C is not built"
@@ -234,6 +238,7 @@ def _double(shape, device, layout=torch.contiguous_format, seed=0) -> torch.Tens
     return randn(shape, torch.float64, device, layout, seed).requires_grad_()
 
 
+@ONE_THREAD
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shift_div", [0, 3])
@@ -245,6 +250,7 @@ def test_gradcheck_gather(device, layout, shift_div):
     assert torch.autograd.gradgradcheck(fn, (x,))
 
 
+@ONE_THREAD
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("fill_kind", [None, "C", "CHW"])
@@ -260,6 +266,7 @@ def test_gradcheck_scatter(device, layout, fill_kind, relu):
     assert torch.autograd.gradcheck(fn, tuple(inputs))
 
 
+@ONE_THREAD
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("relu", [False, True])
@@ -272,6 +279,7 @@ def test_gradcheck_blend(device, layout, relu, spatial):
     assert torch.autograd.gradcheck(lambda a, f, t: ak.blend_branches(a, f, t, relu), (ample, focal, theta))
 
 
+@ONE_THREAD
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("spatial", [((2, 3), (4, 6)), ((2, 2), (3, 5))])
@@ -311,6 +319,7 @@ def opcheck_samples(device):
     ]
 
 
+@ONE_THREAD
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", range(11))
 def test_opcheck(device, sample):
