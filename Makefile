@@ -26,8 +26,12 @@ $(VENV)/.deps-stamp: Makefile pyproject.toml
 
 deps: $(VENV)/.deps-stamp
 
-install: deps
+# The install is editable, so only the compiled sources call for a rebuild.
+$(VENV)/.build-stamp: $(VENV)/.deps-stamp setup.py $(shell find csrc -type f)
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.build-stamp
 	$(PY) -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends(), indent=1))"
 
 test: install
@@ -40,4 +44,4 @@ bench-ops: install
 	$(PY) benchmarks/ops.py
 
 clean:
-	rm -rf build *.egg-info afnet_kernels/*.so
+	rm -rf build *.egg-info afnet_kernels/*.so $(VENV)/.build-stamp
