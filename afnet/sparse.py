@@ -18,7 +18,6 @@ Layout: ``[N*T, C, H, W]``, frame-major (row ``n*T + t``).
 from __future__ import annotations
 
 import contextlib
-import inspect
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, ContextManager, Dict, Hashable, List, Optional, Sequence
@@ -67,26 +66,6 @@ def count_selected(masks: Sequence[torch.Tensor]) -> List[int]:
     return torch.stack([m.reshape(-1) for m in masks]).ne(0).sum(1).tolist()
 
 
-def _accepts_num_selected(select_frames: Callable) -> bool:
-    try:
-        return "num_selected" in inspect.signature(select_frames).parameters
-    except (TypeError, ValueError):  # builtins/ops without a Python signature take the schema's
-        return True
-
-
-_NUM_SELECTED_SUPPORT: Dict[int, bool] = {}
-
-
-def _select(ops: ModuleType, mask: torch.Tensor, count: int) -> torch.Tensor:
-    fn = ops.select_frames
-    key = id(fn)
-    if key not in _NUM_SELECTED_SUPPORT:
-        _NUM_SELECTED_SUPPORT[key] = _accepts_num_selected(fn)
-    if _NUM_SELECTED_SUPPORT[key]:
-        return fn(mask, num_selected=count)[0]
-    return fn(mask)[0]
-
-
 def select_stage(masks: Sequence[torch.Tensor], ops: ModuleType) -> List[FrameSelection]:
     """Frame selections for all masks ``[N, T]`` of one stage, with one host sync in total."""
     if not masks:
@@ -95,7 +74,8 @@ def select_stage(masks: Sequence[torch.Tensor], ops: ModuleType) -> List[FrameSe
     selections = []
     for mask, count in zip(masks, counts):
         n, t = mask.shape
-        selections.append(FrameSelection(_select(ops, mask, count), count, t, n * t))
+        index = ops.select_frames(mask, num_selected=count)[0]
+        selections.append(FrameSelection(index, count, t, n * t))
     return selections
 
 
