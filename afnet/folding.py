@@ -20,6 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The model follows the kernels' layout rule, so its folded weights match what the ops return.
+from afnet_kernels.reference import memory_format as memory_format_of
+
 __all__ = [
     "fold_conv_bn",
     "FoldedConv",
@@ -71,12 +74,7 @@ _ACTIVATIONS: Dict[type, Tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` is a 4-D tensor laid out channels_last (and not also plain contiguous)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """``torch.channels_last`` or ``torch.contiguous_format``, as :func:`is_channels_last` says."""
-    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return memory_format_of(x) == torch.channels_last
 
 
 class FoldedConv:

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from afnet_kernels.reference import memory_format
+
 __all__ = ["blend_branches_triton"]
 
 _BLOCK = 1024
@@ -71,13 +73,6 @@ def _blend_kernel(
     tl.store(out_ptr + offs, result.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    # Same rule as the C++ ops: channels_last only when not also contiguous.
-    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def _scale(in_size: int, out_size: int) -> float:
     # PyTorch divides in float32; an exact float32 value survives the kernel's cast.
     return float(np.float32(in_size) / np.float32(out_size))
@@ -112,7 +107,7 @@ def blend_branches_triton(
             f"blend_branches_triton: theta must be [N*T, C]=[{rows}, {channels}] or "
             f"[N*T, C, 1, 1], got shape {tuple(theta.shape)}"
         )
-    fmt = _memory_format(focal)
+    fmt = memory_format(focal)
     focal = focal.contiguous(memory_format=fmt)
     ample = ample.contiguous(memory_format=fmt)
     theta = theta.reshape(rows, channels).contiguous()
