@@ -243,7 +243,8 @@ def test_cuda_flags_without_gpu(capsys, monkeypatch):
 
 
 def test_device_defaults(monkeypatch):
-    from afnet.cli import build_parser, resolve_bench_config
+    from afnet.bench.cli import resolve_bench_config
+    from afnet.cli import build_parser
 
     parser = build_parser()
     cpu = resolve_bench_config(parser.parse_args(["bench", "--device", "cpu"]), parser)
