@@ -17,22 +17,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck
 
-import afnet_kernels
+from afnet.backend import shift_frames
 
 BASELINES = ("tsn_resnet50", "tsm_resnet50")
-
-
-def shift_frames(x: torch.Tensor, num_segments: int, shift_div: int = 8) -> torch.Tensor:
-    """``temporal_shift(x)`` for ``x`` ``[N*T, C, H, W]`` in one pass, keeping the memory format.
-
-    Uses the compiled ``gather_frames`` with the shift fused over all rows (the
-    reference fallback when the library is missing): the pure-PyTorch shift
-    makes several full copies, which would slow the TSM baseline by work that
-    AFNet-TSM does not do.
-    """
-    index = torch.arange(x.shape[0], device=x.device)
-    with afnet_kernels.trusted_indices():  # arange is in range: skip the CUDA range check's sync
-        return afnet_kernels.gather_frames(x, index, num_segments, shift_div)
 
 
 class ShiftedConv(nn.Module):
@@ -48,6 +35,8 @@ class ShiftedConv(nn.Module):
         self.shift_div = shift_div
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The compiled shift-gather: one pass, where the pure-PyTorch shift makes several full
+        # copies, work AFNet-TSM does not do either.
         return self.conv(shift_frames(x, self.num_segments, self.shift_div))
 
 

@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 import torch
 import torch.nn as nn
 
-from afnet.folding import clear_inference_cache
 
 __all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "save_checkpoint"]
 
@@ -160,7 +159,8 @@ def load_checkpoint(
     with torch.no_grad():
         for key in report.loaded:
             model_state[key].copy_(tensors[key])
-    clear_inference_cache(model)
+    if hasattr(model, "refresh_plan"):  # copy_ bumps version counters too; this states it
+        model.refresh_plan()
     return report
 
 

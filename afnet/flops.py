@@ -9,9 +9,11 @@ Two numbers (:class:`FlopCount`), both in GFLOPs per video:
   frames; BN, ReLU, shift and upsampling count zero. The released video models replaced
   ``fc`` by dropout, so their counter adds ``C·C`` per frame for the head (C = feature width)
   and never counts ``new_fc``; we reproduce that.
-- ``executed``: multiply–accumulates of the convolutions and linears the sparse path really
-  runs: focal convs on the K selected frames only (their shortcut on every frame), the
-  zero response ``F(0)`` being cached; pools and element-wise ops not counted.
+- ``executed``: multiply–accumulates of the convolutions and linears the inference engine
+  really ran, read from its counters (``afnet.engine.counters``) during a sparse pass: focal
+  convs on the K selected frames only (their shortcut on every frame), the zero response
+  ``F(0)`` being cached; pools and element-wise ops not counted. A model that cannot run
+  sparse (soft-weight navigation) executes every conv densely, and is counted so.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from afnet.engine.counters import count_macs
 from afnet.layers import DynamicFusion, Navigation
 
 __all__ = ["FlopCount", "count_flops"]
@@ -47,20 +50,28 @@ def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> float:
     return m.in_channels * k / m.groups * out[0].numel()
 
 
+def _module_macs(module: nn.Module, out: torch.Tensor) -> float:
+    """MACs of an ``nn.Conv2d`` or ``nn.Linear`` call that produced ``out`` (all rows)."""
+    if isinstance(module, nn.Conv2d):
+        return _conv_macs(module, out) * out.shape[0]
+    return module.in_features * module.out_features * (out.numel() / out.shape[-1])
+
+
 @torch.no_grad()
 def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torch.Tensor]] = None) -> FlopCount:
     """Count the FLOPs of ``model`` on ``video`` ``[N, T, 3, H, W]``, per video.
 
-    The model runs once in eval mode (its navigation decides the masks unless ``masks`` forces
-    them), with the dense execution so that every layer's shape is seen; the mode and the
-    execution are restored afterwards. With forced ``masks`` the navigation does not run, so
-    neither count includes it (about 1e-6 of the total).
+    The model runs in eval mode (its navigation decides the masks unless ``masks`` forces them):
+    once densely, where every layer's shape is seen, for the paper convention, and once with
+    the inference engine, whose counters give the executed MACs. Mode and execution are
+    restored afterwards. With forced ``masks`` the navigation does not run, so neither count
+    includes it (about 1e-6 of the total).
     """
     n = video.shape[0]
     names = {m: name for name, m in model.named_modules()}
     fraction: Dict[str, float] = {}
     paper = [0.0]
-    executed = [0.0]
+    module_macs = [0.0]
     hooks = []
 
     def focal_prefix(module: nn.Module) -> Optional[str]:
@@ -75,16 +86,14 @@ def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torc
             fraction[names[module]] = float((mask > 0.5).float().mean())
 
     def on_conv(module: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
-        macs = _conv_macs(module, out) * out.shape[0] / n
+        macs = _module_macs(module, out) / n
         prefix = focal_prefix(module)
-        scale = fraction.get(prefix, 1.0) if prefix is not None else 1.0
-        paper[0] += macs * scale
-        executed[0] += macs * scale
+        paper[0] += macs * (fraction.get(prefix, 1.0) if prefix is not None else 1.0)
+        module_macs[0] += macs
 
     def on_linear(module: nn.Linear, inputs: tuple, out: torch.Tensor) -> None:
-        rows = out.numel() / out.shape[-1] / n
-        macs = module.in_features * module.out_features * rows
-        executed[0] += macs
+        macs = _module_macs(module, out) / n
+        module_macs[0] += macs
         if names[module] != "new_fc":
             paper[0] += macs
 
@@ -114,11 +123,21 @@ def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torc
 
     was_training = model.training
     execution = getattr(model, "execution", None)
+    kwargs = {"masks": masks} if masks is not None else {}
     try:
         model.eval()
         if execution is not None:
             model.execution = "dense"
-        model(video, masks=masks) if masks is not None else model(video)
+        model(video, **kwargs)
+        dense_paper, dense_module_macs = paper[0], module_macs[0]
+        executed = dense_module_macs
+        if execution is not None:
+            model.execution = "sparse"
+        if execution is not None and model.runs_sparse:
+            module_macs[0] = 0.0
+            with count_macs() as counter:
+                model(video, **kwargs)
+            executed = module_macs[0] + counter.macs / n
     finally:
         for h in hooks:
             h.remove()
@@ -129,5 +148,5 @@ def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torc
     new_fc = getattr(model, "new_fc", None)
     if isinstance(new_fc, nn.Linear):
         # The released video counter's head: a C x C "fc" per frame, new_fc never counted.
-        paper[0] += new_fc.in_features**2 * video.shape[1]
-    return FlopCount(paper=paper[0] / 1e9, executed=executed[0] / 1e9)
+        dense_paper += new_fc.in_features**2 * video.shape[1]
+    return FlopCount(paper=dense_paper / 1e9, executed=executed / 1e9)

@@ -105,3 +105,30 @@ def random_masks(count: int, n: int, t: int, seed: int) -> List[torch.Tensor]:
     for i, m in enumerate(special[:count]):
         masks[i] = m
     return masks
+
+
+class HostReads:
+    """Counts Python-level reads of tensor values (``item``, ``tolist``, ``bool``, ``int``,
+    ``float``), each a device sync on CUDA, while active (``with HostReads() as reads``)."""
+
+    NAMES = ("item", "tolist", "__bool__", "__int__", "__float__")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._originals = {}
+
+    def __enter__(self) -> "HostReads":
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+            self._originals[name] = original
+
+            def read(tensor, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, read)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, original)

@@ -70,20 +70,25 @@ def test_fixture_keys_match_model_keys() -> None:
 def test_forward_shapes_and_masks(arch: str) -> None:
     model = small_model(arch, T=3)
     video = torch.randn(2, 3, 3, 32, 32)
-    logits, masks = model(video, return_masks=True)
+    with torch.no_grad():
+        logits, masks = model(video, return_masks=True)
+    assert model.last_execution == "sparse"
     assert logits.shape == (2, 7)
     n_nav = sum(len(s.list_gen) for s in model.base_model.stages())
     assert len(masks) == n_nav == {"af_resnet18": 3, "af_resnet34": 10, "af_resnet50": 10, "af_resnet101": 27}[arch]
     assert all(m.dtype == torch.bool and m.shape == (2, 3) for m in masks)
-    assert torch.equal(model(video), logits)
+    with torch.no_grad():
+        assert torch.equal(model(video), logits)
 
 
 def test_eval_is_deterministic_and_sparse_by_default() -> None:
     model = small_model("af_resnet18")
     assert model.execution == "sparse" and model.runs_sparse
     video = torch.randn(1, 3, 3, 32, 32)
-    a, ma = model(video, return_masks=True)
-    b, mb = model(video, return_masks=True)
+    with torch.inference_mode():
+        a, ma = model(video, return_masks=True)
+        b, mb = model(video, return_masks=True)
+    assert model.last_execution == "sparse"
     assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(ma, mb))
     model.train()
     assert not model.runs_sparse
@@ -102,7 +107,8 @@ def test_training_is_differentiable_and_reaches_navigation() -> None:
 @pytest.mark.parametrize("rt,kept", [(0.25, 2), (0.5, 4), (1.0, 8)])
 def test_uniform_policy_ratio(rt: float, kept: int) -> None:
     model = small_model("af_resnet18", T=8, policy="uniform", rt=rt)
-    _, masks = model(torch.randn(1, 8, 3, 32, 32), return_masks=True)
+    with torch.no_grad():
+        _, masks = model(torch.randn(1, 8, 3, 32, 32), return_masks=True)
     assert all(int(m.sum()) == kept for m in masks)
 
 
@@ -114,10 +120,25 @@ def test_options_sparse_equals_dense(options: dict) -> None:
     model = small_model("af_resnet18", T=3, **options)
     video = torch.randn(2, 3, 3, 32, 32)
     masks = random_masks(3, 2, 3, seed=1)
-    model.execution = "dense"
-    dense = model(video, masks=masks)
-    model.execution = "sparse"
-    assert relative_error(model(video, masks=masks), dense) < 1e-5
+    with torch.no_grad():
+        model.execution = "dense"
+        dense = model(video, masks=masks)
+        model.execution = "sparse"
+        sparse = model(video, masks=masks)
+    assert model.last_execution == "sparse"
+    assert relative_error(sparse, dense) < 1e-5
+
+
+def test_soft_weights_train_and_run_dense() -> None:
+    model = small_model("af_resnet18", T=3, soft_weights=True)
+    video = torch.randn(2, 3, 3, 32, 32)
+    assert not model.runs_sparse  # soft weights are not 0/1: the engine cannot skip frames
+    with torch.no_grad():
+        logits, masks = model(video, return_masks=True)
+    assert model.last_execution == "dense" and logits.shape == (2, 7) and len(masks) == 3
+    model.train()
+    model(video).square().mean().backward()
+    assert model.base_model.layer1.list_gen[0].conv_gs.weight.grad.abs().sum() > 0
 
 
 def test_mix_frames_changes_navigation_groups() -> None:
@@ -130,8 +151,9 @@ def test_mix_frames_changes_navigation_groups() -> None:
 def test_residual_only_differs_from_released_fill() -> None:
     video = torch.randn(1, 3, 3, 32, 32)
     masks = [torch.zeros(1, 3, dtype=torch.bool)] * 3
-    released = small_model("af_resnet18", seed=1)(video, masks=masks)
-    residual = small_model("af_resnet18", seed=1, fill_zero_response=False)(video, masks=masks)
+    with torch.no_grad():
+        released = small_model("af_resnet18", seed=1)(video, masks=masks)
+        residual = small_model("af_resnet18", seed=1, fill_zero_response=False)(video, masks=masks)
     assert relative_error(residual, released) > 1e-3
 
 

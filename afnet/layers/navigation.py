@@ -83,6 +83,17 @@ class Navigation(nn.Module):
     def _noise(self, logits: torch.Tensor) -> torch.Tensor:
         return gumbel_noise(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
 
+    def keep_top(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Frame-budget mask ``[N, T]`` (float 0/1, ``x``'s dtype): the ``k`` frames of each video
+        with the largest keep margin ``l1 − l0``, ties to the earlier frame (``afnet.budget``).
+        Not differentiable: an inference-time rule."""
+        logits = self.logits(x)
+        margin = logits[..., 1] - logits[..., 0]
+        # A stable descending sort keeps equal margins in frame order.
+        order = torch.sort(margin, dim=1, descending=True, stable=True).indices[:, :k]
+        mask = torch.zeros_like(margin)
+        return mask.scatter_(1, order, 1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mask ``[N, T]`` (float, same dtype as ``x``): 1 keeps the frame.
 

@@ -5,34 +5,24 @@ the model's ``shift`` option says, as in the released network. Stages 2 and 3 ar
 ample branch at half resolution, a focal branch at full resolution whose blocks only see the
 frames their navigation module keeps, then dynamic fusion (no ReLU) and one fuse block.
 
-In eval with ``execution="sparse"`` every conv is BN-folded (cached, see ``afnet.folding``), an
-AF stage runs its ample branch and all its gates first (one host sync for the stage's frame
-counts), and each focal block gathers its selected frames with the shift fused, runs its convs
-on them only and scatters back with its shortcut and the cached ``F(0)`` (``afnet.sparse``).
+The modules here are the description (:meth:`AFMobileNetV3.describe`); the dense form
+interprets it as released, and in eval the inference engine (``afnet.engine``) runs the same
+description with folded convolutions on the selected frames only.
 Build it with ``afnet.create_model("af_mobilenetv3", ...)``.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from afnet.folding import CachedInference, fold_sequence, memory_format_of, run_steps
 from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
-from afnet.models.blocks import SHIFT_DIV, all_rows, masked_branch
+from afnet.models.description import AFStageParts, Block, DescribedBackbone, GlobalPool, Layers, Part
+from afnet.models.residual import SHIFT_DIV, ResidualBlock
 from afnet.models.tsn import TSN
-from afnet.sparse import (
-    ExecutionContext,
-    FrameSelection,
-    cached_zero_response,
-    select_stage,
-    sparse_residual,
-    trusted_indices,
-)
 
 # (kernel, expansion, out channels, SE, h-swish, stride) per block, as released.
 HEAD = [(3, 1, 16, 0, 0, 1)]
@@ -77,8 +67,7 @@ class SqueezeExcite(nn.Module):
         return c * h * w + (c * c // 4) * 2 + c
 
 
-
-class InvertedResidual(CachedInference):
+class InvertedResidual(ResidualBlock):
     """MobileNetV3 block over frames ``[N*T, C, H, W]``; every block shifts its input (TSM).
 
     Ample-type (``focal=False``): ``F(shift(x))``, plus ``x`` when stride 1 and in = out.
@@ -108,9 +97,11 @@ class InvertedResidual(CachedInference):
     ) -> None:
         super().__init__()
         self.num_segments = num_segments
+        self.shift_div = SHIFT_DIV  # every block of the released network shifts
         self.focal = focal
         self.fill_zero_response = fill_zero_response
         self.identity = stride == 1 and inp == oup
+        self.has_residual = focal or self.identity
         pw_groups = 2 if focal else 1
         self.res_connect = (
             nn.Sequential(nn.Conv2d(inp, oup, 1, stride, 0, groups=2, bias=False), nn.BatchNorm2d(oup))
@@ -141,50 +132,14 @@ class InvertedResidual(CachedInference):
             return [self.conv1, self.bn1, self.act, self.conv2, self.bn2, self.se, self.act, self.conv3, self.bn3]
         return [self.conv1, self.bn1, self.act, self.se, self.conv2, self.bn2]
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Dense, differentiable form; ``mask`` ``[N, T]`` 0/1 for focal blocks."""
-        y = masked_branch(
-            x, self.branch_modules(), mask,
-            num_segments=self.num_segments, shift_div=SHIFT_DIV, fill_zero_response=self.fill_zero_response,
-        )
-        if self.res_connect is not None:
-            return y + self.res_connect(x)
-        return y + x if self.identity else y
-
-    def _folded(self, fmt: torch.memory_format):
-        values = self.inference_values()
-        key = ("folded", fmt)
-        if key not in values:
-            shortcut = fold_sequence(list(self.res_connect), fmt) if self.res_connect is not None else None
-            values[key] = (fold_sequence(self.branch_modules(), fmt), shortcut)
-        return values, values[key]
-
-    @torch.no_grad()
-    def infer(self, x: torch.Tensor, ops: ModuleType, selection: Optional[FrameSelection] = None) -> torch.Tensor:
-        """Eval form with BN folded; with ``selection`` only the selected frames run ``F``
-        (gather with the shift fused, scatter with shortcut and ``F(0)`` fill fused)."""
-        values, (branch_steps, shortcut_steps) = self._folded(memory_format_of(x))
-
-        def branch(z: torch.Tensor) -> torch.Tensor:
-            return run_steps(branch_steps, z)
-
-        if shortcut_steps is not None:
-            shortcut = run_steps(shortcut_steps, x)
-        else:
-            shortcut = x if self.identity else None
-        if selection is None:
-            y = branch(ops.gather_frames(x, all_rows(x), self.num_segments, SHIFT_DIV))
-            return y if shortcut is None else y.add_(shortcut)
-        fill = cached_zero_response(values, branch, x) if self.fill_zero_response else None
-        return sparse_residual(
-            x, selection, branch, shortcut, fill=fill, relu=False, ops=ops, shift_div=SHIFT_DIV
-        )
+    def shortcut_modules(self) -> Optional[List[nn.Module]]:
+        return list(self.res_connect) if self.res_connect is not None else None
 
 
 FUSIONS = ("dynamic", "additive")
 
 
-class AFMobileNetV3(CachedInference):
+class AFMobileNetV3(DescribedBackbone):
     """AF-MobileNetV3 (large) backbone with its classifier: frames ``[N*T, 3, H, W]`` ->
     (per-frame logits ``[N*T, num_classes]``, masks: 5 float 0/1 ``[N, T]`` in forward order).
 
@@ -294,77 +249,32 @@ class AFMobileNetV3(CachedInference):
             if isinstance(m, Navigation):
                 m.reset_gate_bias()
 
-    def af_stages(self) -> Tuple[Tuple[nn.ModuleList, nn.Sequential, nn.Sequential, nn.Module, nn.Sequential], ...]:
-        """(gates, ample, focal, fusion, fuse) of stages 2 and 3."""
-        return (
-            (self.list_gen2, self.features_stage2_base, self.features_stage2_refine, self.att_gen2,
-             self.features_stage2_fuse),
-            (self.list_gen3, self.features_stage3_base, self.features_stage3_refine, self.att_gen3,
-             self.features_stage3_fuse),
-        )
-
-    def plain_blocks(self, before: bool) -> List[InvertedResidual]:
-        """Ample-type blocks before (head, stage 1) or after (stages 4, 5) the AF stages."""
-        parts = (self.features_head, self.features_stage1) if before else (self.features_stage4, self.features_stage5)
-        return [b for part in parts for b in part]
-
-    def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """``x`` ``[N*T, 3, H, W]`` -> (per-frame logits ``[N*T, classes]``, masks ``[N, T]``)."""
-        binary = all(g.is_binary for g in list(self.list_gen2) + list(self.list_gen3))
-        if ctx.sparse and binary:
-            with torch.no_grad(), trusted_indices(ctx.ops):
-                return self._infer(x, ctx)
-        return self._dense(x, ctx)
-
-    def _dense(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        x = self.act(self.bn(self.conv(x)))
-        for b in self.plain_blocks(before=True):
-            x = b(x)
-        masks: List[torch.Tensor] = []
-        for gates, ample, focal, fusion, fuse in self.af_stages():
-            base, refine = x, x
-            for gate, ample_block, focal_block in zip(gates, ample, focal):
-                masks.append(ctx.gate_mask(gate, base))
-                base = ample_block(base)
-                refine = focal_block(refine, masks[-1])
-            x = fuse[0](fusion(base, refine, relu=False, ops=ctx.dense_ops))
-        for b in self.plain_blocks(before=False):
-            x = b(x)
-        x = self.act_last(self.bn_last(self.conv_last(x)))
-        return self.fc(x.mean(dim=(2, 3))), masks
-
-    def _folded_ends(self, fmt: torch.memory_format):
-        values = self.inference_values(self.conv, self.bn, self.conv_last, self.bn_last)
-        key = ("ends", fmt)
-        if key not in values:
-            values[key] = (
-                fold_sequence([self.conv, self.bn, self.act], fmt),
-                fold_sequence([self.conv_last, self.bn_last, self.act_last], fmt),
+    def describe(self) -> List[Part]:
+        """Stem, head and stage-1 blocks, AF stages 2 and 3 (fusion without ReLU), stages 4-5,
+        the last conv, the global pool and the classifier: ``[N*T, 3, H, W] -> [N*T, classes]``."""
+        stages = [
+            AFStageParts(
+                gates=tuple(gates), ample=tuple(ample), focal=tuple(focal), transform=None,
+                fusion=fusion, fusion_relu=False, fuse=tuple(fuse),
             )
-        return values[key]
-
-    def _infer(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        stem, head = self._folded_ends(memory_format_of(x))
-        x = run_steps(stem, x)
-        for b in self.plain_blocks(before=True):
-            x = b.infer(x, ctx.ops)
-        masks: List[torch.Tensor] = []
-        for gates, ample, focal, fusion, fuse in self.af_stages():
-            # Masks depend on the ample branch only: run it first, then read every K of the
-            # stage in one host sync before the focal blocks need them.
-            base, stage_masks = x, []
-            for gate, ample_block in zip(gates, ample):
-                stage_masks.append(ctx.gate_mask(gate, base))
-                base = ample_block.infer(base, ctx.ops)
-            refine = x
-            for focal_block, selection in zip(focal, select_stage(stage_masks, ctx.ops)):
-                refine = focal_block.infer(refine, ctx.ops, selection)
-            x = fuse[0].infer(fusion(base, refine, relu=False, ops=ctx.ops), ctx.ops)
-            masks += stage_masks
-        for b in self.plain_blocks(before=False):
-            x = b.infer(x, ctx.ops)
-        x = run_steps(head, x)
-        return self.fc(x.mean(dim=(2, 3))), masks
+            for gates, ample, focal, fusion, fuse in (
+                (self.list_gen2, self.features_stage2_base, self.features_stage2_refine, self.att_gen2,
+                 self.features_stage2_fuse),
+                (self.list_gen3, self.features_stage3_base, self.features_stage3_refine, self.att_gen3,
+                 self.features_stage3_fuse),
+            )
+        ]
+        before = [*self.features_head, *self.features_stage1]
+        after = [*self.features_stage4, *self.features_stage5]
+        return [
+            Layers((self.conv, self.bn, self.act)),
+            *(Block(b) for b in before),
+            *stages,
+            *(Block(b) for b in after),
+            Layers((self.conv_last, self.bn_last, self.act_last)),
+            GlobalPool(),
+            Layers((self.fc,)),
+        ]
 
 
 MOBILENET_OPTIONS = ("mix_frames", "fusion", "fill_zero_response", "soft_weights")

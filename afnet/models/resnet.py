@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from afnet.folding import CachedInference, fold_sequence, memory_format_of, run_steps
+from afnet.engine.context import ExecutionContext
 from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
-from afnet.models.blocks import SHIFT_DIV, block_type, conv1x1, make_shortcut
-from afnet.sparse import ExecutionContext, select_stage, trusted_indices
+from afnet.models.blocks import block_type, conv1x1, make_shortcut
+from afnet.models.description import AFStageParts, Block, DescribedBackbone, GlobalPool, Layers, Part, run_dense_stage
+from afnet.models.residual import SHIFT_DIV
 
 # depth -> (block, blocks per stage)
 RESNET_DEPTHS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
@@ -44,6 +45,7 @@ class StageOptions:
         mix_frames: navigation mixes all T frames (paper Eq. 3) instead of groups = T.
         fusion: ``"dynamic"`` (released) or ``"additive"`` (paper Table 8).
         fill_zero_response: unselected frames get ``shortcut + F(0)`` (released) or the residual only.
+        soft_weights: navigation learns soft frame weights (paper Table 1); dense execution only.
         policy, rt: ``"navigation"`` or a fixed policy (``random``/``uniform``/``normal``) at ratio rt.
     """
 
@@ -53,6 +55,7 @@ class StageOptions:
     mix_frames: bool = False
     fusion: str = "dynamic"
     fill_zero_response: bool = True
+    soft_weights: bool = False
     policy: str = "navigation"
     rt: Optional[float] = None
 
@@ -61,7 +64,7 @@ class StageOptions:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
 
 
-class AFStage(CachedInference):
+class AFStage(nn.Module):
     """One AF module: ``[N*T, C_in, H, W] -> [N*T, C_out, H/stride, W/stride]`` plus ``n`` masks.
 
     Args:
@@ -93,7 +96,7 @@ class AFStage(CachedInference):
 
         def gate(c: int) -> nn.Module:
             if options.policy == "navigation":
-                return Navigation(c, num_segments, mix_frames=options.mix_frames)
+                return Navigation(c, num_segments, mix_frames=options.mix_frames, soft=options.soft_weights)
             return FixedPolicy(options.policy, options.rt, num_segments)
 
         self.list_gen = nn.ModuleList(gate(in_channels if i == 0 else ample) for i in range(n))
@@ -136,46 +139,28 @@ class AFStage(CachedInference):
             ]
         )
 
+    def parts(self) -> AFStageParts:
+        """The stage's modules, as both interpreters read them."""
+        return AFStageParts(
+            gates=tuple(self.list_gen),
+            ample=tuple(self.base_module),
+            focal=tuple(self.refine_module),
+            transform=tuple(self.base_transform) if self.base_transform is not None else None,
+            fusion=self.att_gen,
+            fusion_relu=True,
+            fuse=tuple(self.fusion),
+        )
+
     def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """``x`` ``[N*T, C_in, H, W]`` -> (``[N*T, C_out, H', W']``, masks ``[N, T]`` float 0/1)."""
-        binary = all(getattr(g, "is_binary", True) for g in self.list_gen)
-        if ctx.sparse and binary:
-            return self._infer(x, ctx)
-        base, refine, masks = x, x, []
-        for gate, ample_block, focal_block in zip(self.list_gen, self.base_module, self.refine_module):
-            masks.append(ctx.gate_mask(gate, base))
-            base = ample_block(base)
-            refine = focal_block(refine, masks[-1])
-        if self.base_transform is not None:
-            base = self.base_transform(base)
-        out = self.att_gen(base, refine, relu=True, ops=ctx.dense_ops)
-        return self.fusion[0](out), masks
-
-    @torch.no_grad()
-    def _infer(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        # Every mask only depends on the ample branch, so the ample branch runs first and the
-        # stage's K's are read in one host sync before any focal block needs them.
-        base, masks = x, []
-        for gate, ample_block in zip(self.list_gen, self.base_module):
-            masks.append(ctx.gate_mask(gate, base))
-            base = ample_block.infer(base, ctx.ops)
-        selections = select_stage(masks, ctx.ops)
-        refine = x
-        for focal_block, selection in zip(self.refine_module, selections):
-            refine = focal_block.infer(refine, ctx.ops, selection)
-        if self.base_transform is not None:
-            fmt = memory_format_of(base)
-            values = self.inference_values(self.base_transform)
-            steps = values.get(fmt)
-            if steps is None:
-                steps = values[fmt] = fold_sequence(list(self.base_transform), fmt)
-            base = run_steps(steps, base)
-        out = self.att_gen(base, refine, relu=True, ops=ctx.ops)
-        return self.fusion[0].infer(out, ctx.ops), masks
+        """Dense form: ``x`` ``[N*T, C_in, H, W]`` -> (``[N*T, C_out, H', W']``, masks ``[N, T]``)."""
+        return run_dense_stage(self.parts(), x, ctx)
 
 
-class AFResNet(CachedInference):
+class AFResNet(DescribedBackbone):
     """AF-ResNet backbone: frames ``[N*T, 3, H, W]`` -> (features ``[N*T, 512·expansion]``, masks).
+
+    ``forward`` is the dense, differentiable computation (``afnet.models.description``); the
+    inference engine runs the same description sparsely.
 
     Args:
         depth: 18, 34, 50 or 101.
@@ -215,7 +200,6 @@ class AFResNet(CachedInference):
                 for i in range(layers[3])
             )
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = widths[3]
         self._init_weights()
 
@@ -239,30 +223,11 @@ class AFResNet(CachedInference):
     def stages(self) -> Sequence[AFStage]:
         return (self.layer1, self.layer2, self.layer3)
 
-    def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """``x`` ``[N*T, 3, H, W]`` -> (features ``[N*T, C]``, masks: list of ``[N, T]`` float 0/1)."""
-        if ctx.sparse:
-            with torch.no_grad(), trusted_indices(ctx.ops):
-                return self._run(x, ctx)
-        return self._run(x, ctx)
-
-    def _stem(self, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
-        if not ctx.sparse:
-            return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        fmt = memory_format_of(x)
-        values = self.inference_values(self.conv1, self.bn1)
-        steps = values.get(fmt)
-        if steps is None:
-            steps = values[fmt] = fold_sequence([self.conv1, self.bn1, self.relu, self.maxpool], fmt)
-        return run_steps(steps, x)
-
-    def _run(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        x = self._stem(x, ctx)
-        masks: List[torch.Tensor] = []
-        for stage in self.stages():
-            x, stage_masks = stage(x, ctx)
-            masks += stage_masks
-        for b in self.layer4:
-            x = b.infer(x, ctx.ops) if ctx.sparse else b(x)
-        return torch.flatten(self.avgpool(x), 1), masks
-
+    def describe(self) -> List[Part]:
+        """Stem, the three AF stages, ``layer4``, the global pool: ``[N*T, 3, H, W] -> [N*T, C]``."""
+        return [
+            Layers((self.conv1, self.bn1, self.relu, self.maxpool)),
+            *(stage.parts() for stage in self.stages()),
+            *(Block(b) for b in self.layer4),
+            GlobalPool(),
+        ]

@@ -5,25 +5,36 @@ ResNet classifier ``new_fc`` (after dropout). Backbones with a classifier of the
 (AF-MobileNetV3) have no ``new_fc``.
 
 Runtime switches:
-- ``execution``: ``"sparse"`` (default) runs the inference path in eval: BN folded, only the
-  selected frames computed by the focal blocks; ``"dense"`` is the released masked form.
-  Training always runs the dense form (it is the differentiable one). The sparse path does
-  not build an autograd graph.
-- ``backend``: ``"kernels"`` (compiled ``afnet_kernels``) or ``"torch"`` (pure PyTorch).
-- ``memory_format``: layout the sparse path runs in (default channels_last, faster with
-  oneDNN and cuDNN); None keeps the input's layout.
+- ``execution``: ``"sparse"`` (default) runs the inference engine in eval (``afnet.engine``):
+  BN folded, only the selected frames computed by the focal blocks; ``"dense"`` is the released
+  masked form. Training always runs the dense form (the differentiable one), and so does an eval
+  forward while autograd records (a warning says so): the engine builds no autograd graph.
+- ``backend``: ``"kernels"`` (compiled ``afnet_kernels``) or ``"torch"`` (pure PyTorch), in both
+  executions.
+- ``memory_format``: layout the engine runs in (default channels_last, faster with oneDNN and
+  cuDNN); None keeps the input's layout.
+- ``frame_budget``: None (the released threshold rule) or the ratio of frames each navigation
+  module keeps in inference (``afnet.budget``).
+
+The engine's plan is built on ``eval()`` and rebuilt whenever a parameter or buffer changes (their
+version counters, storage, dtype and device). Writes through ``param.data`` bypass version counters:
+call :meth:`TSN.refresh_plan` after one.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-import afnet_kernels.reference as reference_ops
 from afnet.backend import BACKENDS, get_ops
-from afnet.sparse import ExecutionContext
+from afnet.budget import FrameBudget, frames_per_module, validate_frame_budget
+from afnet.engine.context import ExecutionContext
+from afnet.engine.executor import run_plan
+from afnet.engine.folding import memory_format_of
+from afnet.engine.plan import PlanCache
 
 EXECUTIONS = ("dense", "sparse")
 
@@ -61,7 +72,11 @@ class TSN(nn.Module):
             self.new_fc = None
         self._execution = "sparse"
         self._backend = "kernels"
+        self._frame_budget: FrameBudget = None
         self.memory_format: Optional[torch.memory_format] = torch.channels_last
+        self._plans = PlanCache()
+        #: ``"sparse"`` or ``"dense"``: the path the last forward took (tests assert it).
+        self.last_execution: Optional[str] = None
 
     @property
     def execution(self) -> str:
@@ -84,9 +99,50 @@ class TSN(nn.Module):
         self._backend = value
 
     @property
+    def frame_budget(self) -> FrameBudget:
+        """None (threshold rule), a ratio in (0, 1] for every navigation module, or one ratio per
+        navigation module in forward order. Each module then keeps exactly
+        ``floor(r·T + 1/2)`` frames of every video in eval: the largest keep margins."""
+        return self._frame_budget
+
+    @frame_budget.setter
+    def frame_budget(self, value: FrameBudget) -> None:
+        self._frame_budget = validate_frame_budget(self, value)
+
+    @property
+    def navigation_modules(self) -> List[nn.Module]:
+        """The gates (navigation modules or fixed policies) in forward order."""
+        from afnet.layers import FixedPolicy, Navigation
+
+        return [m for m in self.base_model.modules() if isinstance(m, (Navigation, FixedPolicy))]
+
+    @property
     def runs_sparse(self) -> bool:
-        """Whether the next forward takes the sparse inference path."""
-        return self._execution == "sparse" and not self.training
+        """Whether an inference-mode forward takes the sparse engine (eval, ``execution="sparse"``
+        and binary gates; soft-weight navigation can only run dense)."""
+        return (
+            self._execution == "sparse"
+            and not self.training
+            and all(getattr(g, "is_binary", True) for g in self.navigation_modules)
+        )
+
+    def train(self, mode: bool = True) -> "TSN":
+        super().train(mode)
+        if mode:
+            self._plans.clear()  # frees the folded weights; stale once training updates them
+        elif self.runs_sparse and self.memory_format is not None:
+            self._plans.get(self.base_model, self.memory_format)
+        return self
+
+    def refresh_plan(self) -> None:
+        """Rebuild the inference plan on the next forward (after writes through ``param.data``,
+        which PyTorch's version counters do not see)."""
+        self._plans.clear()
+
+    def _records_autograd(self, video: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            video.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
 
     def check_video(self, video: torch.Tensor) -> None:
         """Raise ``ValueError`` naming what is wrong with ``video`` (expected ``[N, T, 3, H, W]``)."""
@@ -105,6 +161,14 @@ class TSN(nn.Module):
             raise ValueError(f"video must be a floating-point tensor, got {video.dtype}")
         if n == 0 or h == 0 or w == 0:
             raise ValueError(f"video must be non-empty, got shape {tuple(video.shape)}")
+        weight = next(self.parameters())
+        if video.dtype != weight.dtype:
+            raise ValueError(
+                f"video dtype {video.dtype} does not match the model's dtype {weight.dtype}: convert one "
+                f"of them (video.to({weight.dtype}) or model.to({video.dtype}))"
+            )
+        if video.device != weight.device:
+            raise ValueError(f"video is on {video.device} but the model is on {weight.device}")
 
     def forward(
         self,
@@ -123,12 +187,29 @@ class TSN(nn.Module):
         self.check_video(video)
         n, t = video.shape[:2]
         x = video.reshape((n * t,) + tuple(video.shape[2:]))
-        sparse = self.runs_sparse
-        if sparse and self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
-        ctx = ExecutionContext(sparse, get_ops(self._backend), reference_ops, masks)
-        out, gates = self.base_model(x, ctx)
-        ctx.check_all_forced_used()
+        budget = None if self.training else frames_per_module(
+            self._frame_budget, self.num_segments, len(self.navigation_modules)
+        )
+        ctx = ExecutionContext(get_ops(self._backend), forced_masks=masks, frame_budget=budget)
+        if self.runs_sparse and self._records_autograd(video):
+            warnings.warn(
+                "model.eval() forward with autograd recording runs the dense, differentiable path; "
+                "use torch.inference_mode() or torch.no_grad() for the sparse engine",
+                stacklevel=4,  # the caller of model(...), past nn.Module's call wrappers
+            )
+            sparse = False
+        else:
+            sparse = self.runs_sparse
+        if sparse:
+            x = x.contiguous(memory_format=self.memory_format or memory_format_of(x))
+            plan = self._plans.get(self.base_model, memory_format_of(x))
+            # oneDNN's fused ReLU maps NaN to 0; non-finite input runs NaN-preserving epilogues.
+            ctx.exact = x.device.type == "cpu" and not bool(torch.isfinite(x).all())
+            out, gates = run_plan(plan, x, ctx)
+        else:
+            out, gates = self.base_model(x, ctx)
+        self.last_execution = "sparse" if sparse else "dense"
+        ctx.check_all_gates_used()
         if self.new_fc is not None:
             out = self.new_fc(self.dropout(out))
         logits = out.reshape(n, t, -1).mean(dim=1)

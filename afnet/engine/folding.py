@@ -1,20 +1,19 @@
-"""BatchNorm folding for inference, and the cache that keeps folded weights valid.
+"""BatchNorm folding: the convolutions of an inference plan.
 
 In eval, ``bn(conv(x))`` equals one convolution with weight ``w·s`` and bias
 ``β − μ·s (+ b·s)``, where ``s = γ / sqrt(σ² + eps)``. Folding removes a full
-pass over every activation. The folded tensors are derived from the module's
-weights, so they live in an :class:`InferenceCache` that is emptied whenever any
-parameter or buffer changes (in-place update, reassignment, ``.to()``) and when
-the module goes back to training (:class:`CachedInference`).
+pass over every activation, and the activation after it (ReLU, h-swish) or a
+residual add and ReLU are fused into the convolution where oneDNN allows.
 
-Caveat: a write through ``param.data`` bypasses the version counter PyTorch keeps
-per tensor; after one, call ``clear_inference_cache(model)``.
+Every step of a plan is called as ``step(x, exact)``. ``exact`` asks for
+NaN-preserving epilogues: oneDNN's fused ReLU maps NaN to 0, while the dense
+(reference) computation keeps NaN, so on non-finite input the plan runs the
+unfused epilogues instead.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,20 +22,18 @@ import torch.nn.functional as F
 # The model follows the kernels' layout rule, so its folded weights match what the ops return.
 from afnet_kernels.reference import memory_format as memory_format_of
 
+from afnet.engine.counters import record_conv
+
 __all__ = [
     "fold_conv_bn",
     "FoldedConv",
+    "ModuleStep",
+    "Step",
     "fold_sequence",
     "run_steps",
-    "InferenceCache",
-    "CachedInference",
-    "clear_inference_cache",
-    "state_signature",
     "is_channels_last",
     "memory_format_of",
 ]
-
-V = TypeVar("V")
 
 
 @torch.no_grad()
@@ -83,7 +80,9 @@ class FoldedConv:
     Calling it on ``[B, C_in, H, W]`` gives ``[B, C_out, H', W']``. For fp32 channels_last CPU
     inputs without autograd it runs oneDNN directly: the weight is reordered (prepacked) once
     and the activation, or a residual add and ReLU (:meth:`add`), are fused into the conv.
-    Otherwise ``F.conv2d`` runs, followed by the in-place activation.
+    Otherwise, or when ``exact`` asks for NaN-preserving epilogues, ``F.conv2d`` runs, followed
+    by the in-place activation. Every call is reported to the MAC counter
+    (``afnet.engine.counters``).
     """
 
     __slots__ = ("weight", "bias", "stride", "padding", "dilation", "groups", "activation", "_packed")
@@ -117,6 +116,7 @@ class FoldedConv:
     def _onednn(self, x: torch.Tensor) -> bool:
         return (
             _MKLDNN
+            and not torch.compiler.is_compiling()
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
@@ -134,33 +134,54 @@ class FoldedConv:
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._onednn(x):
+    def __call__(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        if self._onednn(x) and not (exact and self.activation is not None):
             attr = _ACTIVATIONS[self.activation][0] if self.activation is not None else "none"
-            return torch.ops.mkldnn._convolution_pointwise(
+            y = torch.ops.mkldnn._convolution_pointwise(
                 x, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
                 attr, [], "",
             )
-        y = self._conv(x)
-        return _ACTIVATIONS[self.activation][1](y) if self.activation is not None else y
+        else:
+            y = self._conv(x)
+            if self.activation is not None:
+                y = _ACTIVATIONS[self.activation][1](y)
+        record_conv(self.weight, self.groups, y)
+        return y
 
-    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool) -> torch.Tensor:
+    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool, exact: bool = False) -> torch.Tensor:
         """``conv(x) + other``, then ReLU if ``relu``; one fused pass on oneDNN.
 
         ``other`` has the output's shape and is not modified. Only for convs without activation.
         """
         if self.activation is not None:
             raise ValueError("FoldedConv.add needs a conv without activation")
-        if self._onednn(x) and is_channels_last(other) and other.dtype == x.dtype:
-            return torch.ops.mkldnn._convolution_pointwise.binary(
+        fused_relu_ok = not (exact and relu)
+        if self._onednn(x) and is_channels_last(other) and other.dtype == x.dtype and fused_relu_ok:
+            y = torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
                 self.groups, "add", 1.0, "relu" if relu else None, [], "",
             )
-        y = self._conv(x).add_(other)
-        return y.relu_() if relu else y
+        else:
+            y = self._conv(x).add_(other)
+            if relu:
+                y = y.relu_()
+        record_conv(self.weight, self.groups, y)
+        return y
 
 
-Step = Callable[[torch.Tensor], torch.Tensor]
+class ModuleStep:
+    """A module kept as it is in a plan (pools, squeeze-excitation, activations)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        return self.module(x)
+
+
+Step = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
 def fold_sequence(
@@ -170,7 +191,8 @@ def fold_sequence(
 
     Each ``Conv2d`` absorbs a directly following ``BatchNorm2d`` and then a following ``ReLU``
     or ``Hardswish`` (fused on oneDNN, else applied in place on the fresh conv output). Other
-    modules (pooling, other activations) are kept as they are. Returns callables ``x -> y``.
+    modules (pooling, other activations) are kept as they are. Returns callables
+    ``(x, exact) -> y``.
     """
     steps: List[Step] = []
     i = 0
@@ -183,83 +205,15 @@ def fold_sequence(
             steps.append(FoldedConv(m, bn, memory_format=memory_format, activation=act))
             i = j + (act is not None)
         else:
-            steps.append(m)
+            steps.append(ModuleStep(m))
             i += 1
     return steps
 
 
-def run_steps(steps: Sequence[Step], x: torch.Tensor) -> torch.Tensor:
+def run_steps(steps: Sequence[Step], x: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """Apply ``steps`` (from :func:`fold_sequence`) in order."""
     for step in steps:
-        x = step(x)
+        x = step(x, exact)
     return x
 
 
-def state_signature(*modules: nn.Module) -> Tuple[Hashable, ...]:
-    """A value that changes whenever any parameter or buffer of ``modules`` is modified or replaced."""
-    return tuple(
-        (t._version, t.data_ptr(), t.dtype, t.device, t.shape)
-        for m in modules
-        for t in itertools.chain(m.parameters(), m.buffers())
-    )
-
-
-class InferenceCache:
-    """Values derived from one module's weights (folded convs, zero responses).
-
-    :meth:`values` returns the dict of cached values, emptied first if the module's
-    :func:`state_signature` changed since the last call, so each forward pays one
-    signature check per module, not one per value.
-    """
-
-    def __init__(self) -> None:
-        self._signature: Optional[Tuple[Hashable, ...]] = None
-        self._values: Dict[Hashable, object] = {}
-
-    def values(self, *modules: nn.Module) -> Dict[Hashable, object]:
-        signature = state_signature(*modules)
-        if signature != self._signature:
-            self._values = {}
-            self._signature = signature
-        return self._values
-
-    def clear(self) -> None:
-        self._signature = None
-        self._values = {}
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-class CachedInference(nn.Module):
-    """Base for modules with an inference cache, emptied when the module is set to training.
-
-    Subclasses call ``self.inference_values()`` (one validity check) and fill the dict.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._inference_cache = InferenceCache()
-
-    def inference_values(self, *parts: nn.Module) -> Dict[Hashable, object]:
-        """The cache dict, valid for the current weights of ``parts`` (default: the whole module)."""
-        return self._inference_cache.values(*(parts or (self,)))
-
-    def cached(self, key: Hashable, compute: Callable[[], V]) -> V:
-        """``compute()`` once per weight state for ``key`` (one signature check per call)."""
-        values = self.inference_values()
-        if key not in values:
-            values[key] = compute()
-        return values[key]  # type: ignore[return-value]
-
-    def train(self, mode: bool = True) -> "CachedInference":
-        if mode:
-            self._inference_cache.clear()
-        return super().train(mode)
-
-
-def clear_inference_cache(model: nn.Module) -> None:
-    """Drop every cached folded weight and zero response under ``model``."""
-    for m in model.modules():
-        if isinstance(m, CachedInference):
-            m._inference_cache.clear()

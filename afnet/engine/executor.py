@@ -1,0 +1,123 @@
+"""The executor: runs an inference plan, computing only the frames the gates keep.
+
+A focal block runs **select → gather → branch on K → scatter**:
+
+1. *select*: the stage's masks become row indices (:mod:`afnet.engine.selection`);
+2. *gather*: the K selected rows of the block input, TSM shift fused (``gather_frames``);
+3. *branch on K*: the folded convolutions on those K frames only;
+4. *scatter*: the results added into the shortcut, every other row getting ``F(0)`` (the
+   branch's response to a zero frame, cached per geometry) and the ReLU, in one pass
+   (``scatter_frames``).
+
+In eval, BN uses running statistics, so this equals the released dense computation, where
+unselected frames are multiplied by zero and still computed. Masks of a stage depend only on
+its ample branch, so the ample branch and every gate run first and the stage's frame counts
+are read once.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from afnet.backend import shift_frames
+from afnet.engine import counters
+from afnet.engine.context import ExecutionContext
+from afnet.engine.folding import FoldedConv, is_channels_last, run_steps
+from afnet.engine.plan import BlockPlan, InferencePlan, LayersPlan, StagePlan
+from afnet.engine.selection import FrameSelection, select_stage
+from afnet.models.description import GlobalPool
+
+__all__ = ["run_plan", "run_block", "run_focal_block", "run_stage", "zero_response"]
+
+
+def _shortcut(block: BlockPlan, x: torch.Tensor, exact: bool) -> Optional[torch.Tensor]:
+    if not block.has_residual:
+        return None
+    return x if block.shortcut is None else run_steps(block.shortcut, x, exact)
+
+
+def run_block(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
+    """A residual block on every frame of ``x`` ``[N*T, C, H, W]``."""
+    shortcut = _shortcut(block, x, ctx.exact)
+    if block.shift_div:
+        x = shift_frames(x, block.num_segments, block.shift_div, ctx.ops)
+    *head, last = block.branch
+    y = run_steps(head, x, ctx.exact)
+    if shortcut is None:
+        return last(y, ctx.exact)
+    # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass.
+    assert isinstance(last, FoldedConv), "a residual branch ends in a conv with its BN"
+    return last.add(y, shortcut, block.relu, ctx.exact)
+
+
+def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """``F(0)`` ``[C', H', W']`` for input frames shaped like ``x``, cached in the plan per
+    geometry, dtype, device and layout (it does not depend on the input)."""
+    key = (tuple(x.shape[1:]), x.dtype, x.device, is_channels_last(x))
+    f0 = block.zero_responses.get(key)
+    if f0 is None:
+        zeros = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+        if is_channels_last(x):
+            zeros = zeros.contiguous(memory_format=torch.channels_last)
+        with counters.paused():
+            # Kept in the branch's layout: for channels_last the [C, H, W] view is HWC in
+            # memory, which is how the scatter kernels read a fill row, so they need no copy.
+            f0 = block.zero_responses[key] = run_steps(block.branch, zeros, exact)[0]
+    return f0
+
+
+def run_focal_block(
+    block: BlockPlan, x: torch.Tensor, selection: FrameSelection, ctx: ExecutionContext
+) -> torch.Tensor:
+    """A focal block on the selected frames of ``x`` ``[N*T, C, H, W]`` only.
+
+    Selected rows get ``shortcut + F(shift(x))``; the others ``shortcut + F(0)`` (or the
+    shortcut alone without ``fill_zero_response``); then the block's ReLU.
+    """
+    shortcut = _shortcut(block, x, ctx.exact)
+    fill = zero_response(block, x, ctx.exact) if block.fill_zero_response else None
+    if selection.is_empty:  # K = 0: F is skipped entirely
+        if fill is None:
+            return torch.relu(shortcut) if block.relu else shortcut
+        out = shortcut + fill
+        return out.relu_() if block.relu else out
+    rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div)
+    computed = run_steps(block.branch, rows, ctx.exact)
+    return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu)
+
+
+def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """An AF stage on ``x`` ``[N*T, C_in, H, W]``; returns (output, masks ``[N, T]``)."""
+    base, decisions = x, []
+    for gate, ample_block in zip(stage.gates, stage.ample):
+        decisions.append(ctx.decide(gate, base))
+        base = run_block(ample_block, base, ctx)
+    refine = x
+    for focal_block, selection in zip(stage.focal, select_stage(decisions, ctx.ops)):
+        refine = run_focal_block(focal_block, refine, selection, ctx)
+    if stage.transform is not None:
+        base = run_steps(stage.transform, base, ctx.exact)
+    out = stage.fusion(base, refine, relu=stage.fusion_relu, ops=ctx.ops)
+    for block in stage.fuse:
+        out = run_block(block, out, ctx)
+    return out, [d.mask for d in decisions]
+
+
+def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Run ``plan`` on frames ``x`` ``[N*T, 3, H, W]``; returns (output, masks in forward order)."""
+    masks: List[torch.Tensor] = []
+    for part in plan.parts:
+        if isinstance(part, LayersPlan):
+            x = run_steps(part.steps, x, ctx.exact)
+        elif isinstance(part, BlockPlan):
+            x = run_block(part, x, ctx)
+        elif isinstance(part, StagePlan):
+            x, stage_masks = run_stage(part, x, ctx)
+            masks += stage_masks
+        elif isinstance(part, GlobalPool):
+            x = x.mean(dim=(2, 3))
+        else:  # pragma: no cover - build_plan only makes the parts above
+            raise TypeError(f"unknown plan part {type(part).__name__}")
+    return x, masks

@@ -1,0 +1,161 @@
+"""The inference plan: a backbone description with BN folded into every convolution.
+
+:func:`build_plan` walks a description (``afnet.models.description``) once and turns
+every module sequence into folded steps (``afnet.engine.folding``): prepacked weights,
+fused activations and residual epilogues. The plan mirrors the description part by part,
+so the executor (``afnet.engine.executor``) is the only code that knows how a residual
+block or an AF stage runs in inference.
+
+A plan only holds values derived from the weights; :class:`PlanCache` rebuilds it when a
+parameter or buffer changes, from facts: every tensor's version counter, storage, dtype
+and device. Writes through ``param.data`` bypass version counters — call
+:meth:`PlanCache.clear` (``model.refresh_plan()``) after one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from afnet.engine.folding import Step, fold_sequence
+from afnet.models.description import AFStageParts, Block, GlobalPool, Layers, Part
+from afnet.models.residual import ResidualBlock
+
+__all__ = ["BlockPlan", "InferencePlan", "LayersPlan", "PlanCache", "StagePlan", "build_plan"]
+
+
+@dataclass
+class BlockPlan:
+    """A residual block, folded: ``act(shortcut(x) + branch(shift(x)))``.
+
+    Attributes:
+        branch: folded steps of ``F``; the last one is a :class:`FoldedConv` without activation.
+        shortcut: folded steps of the shortcut, None for the identity.
+        has_residual, relu, shift_div, num_segments, fill_zero_response: as on the block.
+        zero_responses: ``F(0)`` per input geometry, filled by the executor when first needed.
+    """
+
+    branch: List[Step]
+    shortcut: Optional[List[Step]]
+    has_residual: bool
+    relu: bool
+    shift_div: int
+    num_segments: int
+    fill_zero_response: bool
+    zero_responses: Dict[Hashable, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LayersPlan:
+    steps: List[Step]
+
+
+@dataclass
+class StagePlan:
+    """An AF stage: gates and fusion run as modules (tiny), every block folded."""
+
+    gates: Tuple[nn.Module, ...]
+    ample: List[BlockPlan]
+    focal: List[BlockPlan]
+    transform: Optional[List[Step]]
+    fusion: nn.Module
+    fusion_relu: bool
+    fuse: List[BlockPlan]
+
+
+PlanPart = Union[LayersPlan, BlockPlan, StagePlan, GlobalPool]
+
+
+@dataclass
+class InferencePlan:
+    """The folded form of one backbone for one memory format."""
+
+    parts: List[PlanPart]
+    memory_format: torch.memory_format
+
+    @property
+    def stages(self) -> List[StagePlan]:
+        return [p for p in self.parts if isinstance(p, StagePlan)]
+
+
+def _fold_block(block: ResidualBlock, fmt: torch.memory_format) -> BlockPlan:
+    shortcut = block.shortcut_modules() if block.has_residual else None
+    return BlockPlan(
+        branch=fold_sequence(block.branch_modules(), fmt),
+        shortcut=fold_sequence(shortcut, fmt) if shortcut is not None else None,
+        has_residual=block.has_residual,
+        relu=block.last_relu,
+        shift_div=block.shift_div,
+        num_segments=block.num_segments,
+        fill_zero_response=block.fill_zero_response,
+    )
+
+
+@torch.no_grad()
+def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> InferencePlan:
+    """Fold a backbone description (eval semantics: BN running statistics) for ``memory_format``."""
+    plan: List[PlanPart] = []
+    for part in parts:
+        if isinstance(part, Layers):
+            plan.append(LayersPlan(fold_sequence(part.modules, memory_format)))
+        elif isinstance(part, Block):
+            plan.append(_fold_block(part.block, memory_format))
+        elif isinstance(part, AFStageParts):
+            plan.append(
+                StagePlan(
+                    gates=part.gates,
+                    ample=[_fold_block(b, memory_format) for b in part.ample],
+                    focal=[_fold_block(b, memory_format) for b in part.focal],
+                    transform=fold_sequence(part.transform, memory_format) if part.transform else None,
+                    fusion=part.fusion,
+                    fusion_relu=part.fusion_relu,
+                    fuse=[_fold_block(b, memory_format) for b in part.fuse],
+                )
+            )
+        elif isinstance(part, GlobalPool):
+            plan.append(part)
+        else:
+            raise TypeError(f"unknown part {type(part).__name__} in a backbone description")
+    return InferencePlan(plan, memory_format)
+
+
+def _state_tensors(module: nn.Module) -> List[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()]
+
+
+def state_signature(module: nn.Module) -> Tuple[Hashable, ...]:
+    """Changes whenever a parameter or buffer of ``module`` is modified in place (version
+    counter), reassigned, or moved to another storage, dtype or device."""
+    return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in _state_tensors(module))
+
+
+class PlanCache:
+    """The plans of one backbone, per memory format, valid for its current weights."""
+
+    def __init__(self) -> None:
+        self._plans: Dict[torch.memory_format, InferencePlan] = {}
+        self._signature: Optional[Tuple[Hashable, ...]] = None
+
+    def get(self, backbone: nn.Module, memory_format: torch.memory_format) -> InferencePlan:
+        """The plan of ``backbone`` for ``memory_format``, rebuilt if any weight changed."""
+        if not torch.compiler.is_compiling():
+            # Under torch.compile the plan is a constant of the graph: it was built before.
+            signature = state_signature(backbone)
+            if signature != self._signature:
+                self._plans = {}
+                self._signature = signature
+        plan = self._plans.get(memory_format)
+        if plan is None:
+            plan = self._plans[memory_format] = build_plan(backbone.describe(), memory_format)
+        return plan
+
+    def clear(self) -> None:
+        """Drop every plan (after ``.data`` writes, or to free the folded weights)."""
+        self._plans = {}
+        self._signature = None
+
+    def __len__(self) -> int:
+        return len(self._plans)

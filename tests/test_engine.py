@@ -1,0 +1,366 @@
+"""The inference engine: sparse equals dense, what it really runs, host reads, plan validity,
+and that it never changes an answer (NaN, gradients in eval, stale weights, dtypes)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+import afnet
+import afnet_kernels
+import afnet_kernels.reference as reference
+from afnet.engine import ExecutionContext, GateDecision, count_macs
+from afnet.engine.executor import run_focal_block, zero_response
+from afnet.engine.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
+from afnet.engine.plan import BlockPlan
+from afnet.engine.selection import FrameSelection, select_stage
+from model_utils import HostReads, build_model, random_masks, random_state_like, relative_error
+
+# 32x32 models: tiny tensors, where 2 threads only wait on each other's barriers (on a loaded
+# machine 10x slower). The kernels' parallel paths are covered by test_ops at the default threads.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RESNETS = ("af_resnet18", "af_resnet34", "af_resnet50", "af_resnet101")
+LAYOUTS = (torch.contiguous_format, torch.channels_last)
+
+
+def num_gates(model) -> int:
+    return len(model.navigation_modules)
+
+
+def run(model, video, execution, masks=None, backend="torch", layout=torch.channels_last):
+    """One no-grad forward in ``execution``; asserts the model took that path."""
+    model.execution, model.backend, model.memory_format = execution, backend, layout
+    with torch.no_grad():
+        out = model(video, masks=masks, return_masks=True)
+    assert model.last_execution == execution
+    return out
+
+
+def sparse_backends():
+    usable = afnet_kernels.backends()["cpu"]["usable"]
+    return ["torch", "kernels"] if usable else ["torch"]
+
+
+# -- sparse equals dense ---------------------------------------------------------------------
+@pytest.mark.parametrize("arch,shift", list(itertools.product(RESNETS, (False, True))))
+def test_sparse_equals_dense(arch: str, shift: bool) -> None:
+    # float64: through 33 blocks of random weights fp32 rounding alone reaches 1e-5, while a
+    # real difference (a wrong fill, a missed shift) is far above the 1e-10 we ask for here.
+    T = 3
+    model = build_model(arch, T, shift=shift).double()
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    masks = random_masks(num_gates(model), 2, T, seed=len(arch) + shift)
+    dense, _ = run(model, video, "dense", masks)
+    for backend, layout in itertools.product(sparse_backends(), LAYOUTS):
+        sparse, used = run(model, video, "sparse", masks, backend, layout)
+        assert all(torch.equal(u, m) for u, m in zip(used, masks))
+        assert relative_error(sparse, dense) < 1e-10, f"{backend}, {layout}"
+
+
+@pytest.mark.parametrize("fill", ["none", "all", "one"])
+def test_uniform_masks_every_block(fill: str) -> None:
+    T = 3
+    model = build_model("af_resnet50", T, shift=True).double()
+    value = {"none": torch.zeros(2, T, dtype=torch.bool), "all": torch.ones(2, T, dtype=torch.bool)}.get(fill)
+    if value is None:
+        value = torch.zeros(2, T, dtype=torch.bool)
+        value[1, 0] = True
+    masks = [value] * num_gates(model)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dense, _ = run(model, video, "dense", masks)
+    for backend in sparse_backends():
+        assert relative_error(run(model, video, "sparse", masks, backend)[0], dense) < 1e-10
+
+
+def test_masks_change_the_output() -> None:
+    """Guard for the tests above: the focal branch contributes, so a wrong scatter would show."""
+    T = 3
+    model = build_model("af_resnet50", T)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    outs = [run(model, video, "sparse", [torch.full((2, T), v)] * num_gates(model))[0] for v in (False, True)]
+    assert relative_error(outs[0], outs[1]) > 1e-2
+
+
+def test_navigation_masks_equal_in_both_executions() -> None:
+    model = build_model("af_resnet50", 3)
+    video = torch.randn(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    dense, dense_masks = run(model, video, "dense")
+    sparse, sparse_masks = run(model, video, "sparse", backend="kernels")
+    assert all(torch.equal(a, b) for a, b in zip(dense_masks, sparse_masks))
+    assert relative_error(sparse, dense) < 1e-5
+
+
+def test_channels_last_input_in_dense() -> None:
+    model = build_model("af_resnet18", 3)
+    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    masks = random_masks(3, 2, 3, seed=5)
+    a = run(model, video, "dense", masks)[0]
+    cl = video.reshape(6, 3, 32, 32).contiguous(memory_format=torch.channels_last).reshape(2, 3, 3, 32, 32)
+    assert relative_error(run(model, cl, "dense", masks)[0], a) < 1e-5
+
+
+# -- what the engine really runs -------------------------------------------------------------
+def test_focal_convs_run_on_the_selected_frames_only() -> None:
+    T = 4
+    model = build_model("af_resnet50", T)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    n = num_gates(model)
+    masks = [torch.zeros(2, T, dtype=torch.bool) for _ in range(n)]
+    masks[0][0, 1] = True  # layer1 focal block 0: 1 frame; block 1: none
+    masks[2][:, :3] = True  # layer2 focal block 0: 6 frames; then 0, 0
+    run(model, video, "sparse", masks, "kernels")  # builds the plan and F(0): not per-video work
+    with count_macs() as counter:
+        run(model, video, "sparse", masks, "kernels")
+    # layer2 is 512 wide at 4x4; its focal conv3 (128 -> 512) ran once, on the 6 selected rows.
+    layer2 = [(key[0], calls) for key, calls in counter.by_shape.items() if key[1:] == (128, 512, 4, 4)]
+    assert layer2 == [(6, 1)], layer2
+    # Nothing ran for the empty selections: 2 AF focal blocks with work in all.
+    with count_macs() as none:
+        run(model, video, "sparse", [torch.zeros(2, T, dtype=torch.bool)] * n, "kernels")
+    assert none.macs < counter.macs and none.calls == counter.calls - 2 * 3
+
+
+def test_executed_macs_come_from_what_ran() -> None:
+    T = 3
+    model = build_model("af_resnet50", T)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    n = num_gates(model)
+    full = afnet.count_flops(model, video, masks=[torch.ones(2, T, dtype=torch.bool)] * n)
+    empty = afnet.count_flops(model, video, masks=[torch.zeros(2, T, dtype=torch.bool)] * n)
+    # The paper convention scales the focal convs by the selected fraction, exactly as the
+    # executed count (focal convs that did not run) does.
+    assert full.executed - empty.executed == pytest.approx(full.paper - empty.paper, rel=1e-9)
+    assert empty.executed < full.executed
+
+
+# -- host reads ------------------------------------------------------------------------------
+def test_one_host_read_per_af_stage_with_the_threshold_rule() -> None:
+    model = build_model("af_resnet50", 3)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    run(model, video, "sparse", backend="kernels")  # builds the plan and F(0)
+    with HostReads() as reads, torch.no_grad():
+        model(video)
+    # 3 AF stages, one read of their frame counts each; 1 NaN check of the fp32 input (CPU only).
+    assert reads.count == 3 + 1
+
+
+@pytest.mark.parametrize("arch", ["af_resnet50", "af_mobilenetv3"])
+def test_fixed_policy_reads_nothing_back(arch: str) -> None:
+    model = build_model(arch, 4, policy="uniform", rt=0.5)
+    video = torch.randn(1, 4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    run(model, video, "sparse", backend="kernels")
+    with HostReads() as reads, torch.no_grad():
+        model(video.double().float())
+    assert reads.count == 1  # the NaN check of the input; no frame count is read
+
+
+# -- the plan follows the weights ------------------------------------------------------------
+def _sparse_equals_dense(model, video, masks) -> float:
+    dense = run(model, video, "dense", masks)[0]
+    return relative_error(run(model, video, "sparse", masks, "kernels")[0], dense)
+
+
+def test_plan_rebuilt_after_every_kind_of_weight_change() -> None:
+    model = build_model("af_resnet50", 3, shift=True)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    masks = random_masks(num_gates(model), 1, 3, seed=3)
+    assert _sparse_equals_dense(model, video, masks) < 1e-5
+    plan = model._plans.get(model.base_model, torch.channels_last)
+    before = run(model, video, "sparse", masks, "kernels")[0]
+
+    with torch.no_grad():  # in-place no-grad updates of a focal BN, a stem conv and a running stat
+        model.base_model.layer2.refine_module[1].bn3.bias.add_(0.5)
+        model.base_model.conv1.weight.mul_(1.1)
+        model.base_model.layer3.base_transform[1].running_mean.add_(0.2)
+    assert model._plans.get(model.base_model, torch.channels_last) is not plan
+    assert _sparse_equals_dense(model, video, masks) < 1e-5
+    assert relative_error(run(model, video, "sparse", masks, "kernels")[0], before) > 1e-3
+
+    # optimizer.step() on a training step, then back to eval
+    model.train()
+    assert len(model._plans) == 0  # training drops the plan
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    logits = model(video, masks=masks)
+    (logits / logits.detach().abs().max()).sum().backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # BN on 3 frames: raw gradients reach 1e9
+    opt.step()
+    model.eval()
+    assert _sparse_equals_dense(model, video, masks) < 1e-5
+    assert relative_error(run(model, video, "sparse", masks, "kernels")[0], before) > 1e-3
+
+    model.load_state_dict(random_state_like(model, 9))
+    assert _sparse_equals_dense(model, video, masks) < 1e-5
+    model.double()
+    assert _sparse_equals_dense(model, video.double(), masks) < 1e-10
+    model.float()
+
+    # .data writes bypass version counters: documented, and refresh_plan() is the remedy
+    stale_before = run(model, video, "sparse", masks, "kernels")[0]
+    model.base_model.layer1.refine_module[0].conv2.weight.data.mul_(1.5)
+    stale = run(model, video, "sparse", masks, "kernels")[0]
+    assert torch.equal(stale, stale_before)
+    model.refresh_plan()
+    assert _sparse_equals_dense(model, video, masks) < 1e-5
+
+
+def test_plan_built_on_eval_and_zero_response_cached_per_size() -> None:
+    model = afnet.create_model("af_resnet18", num_classes=3, num_segments=2)
+    model.load_state_dict(random_state_like(model, 0))
+    assert len(model._plans) == 0
+    model.eval()
+    assert len(model._plans) == 1
+    masks = [torch.zeros(1, 2, dtype=torch.bool)] * 3
+    for size in (32, 48, 32):
+        video = torch.randn(1, 2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        assert _sparse_equals_dense(model, video, masks) < 1e-5
+    plan = model._plans.get(model.base_model, torch.channels_last)
+    assert len(plan.stages[0].focal[0].zero_responses) == 2
+
+
+# -- the engine never changes an answer ------------------------------------------------------
+@pytest.mark.parametrize("arch", ["af_resnet18", "af_mobilenetv3"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_input_propagates_as_in_dense(arch: str, value: float) -> None:
+    model = build_model(arch, 3)
+    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    video[1, 2] = value  # one frame of the second video
+    dense = run(model, video, "dense")[0]
+    sparse = run(model, video, "sparse", backend="kernels")[0]
+    assert torch.equal(torch.isfinite(dense), torch.isfinite(sparse))
+    assert not torch.isfinite(sparse[1]).any()
+    assert relative_error(sparse[0], dense[0]) < 1e-5
+
+
+def test_eval_with_autograd_gives_true_gradients() -> None:
+    model = build_model("af_resnet18", 3)
+    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    with pytest.warns(UserWarning, match="dense, differentiable path"):
+        logits = model(video)
+    assert model.last_execution == "dense"
+    logits.square().sum().backward()
+    assert video.grad is not None and video.grad.abs().sum() > 0
+    for name, p in model.named_parameters():
+        if ".list_gen." not in name:  # gates decide by argmax in eval: no gradient reaches them
+            assert p.grad is not None, name
+    with torch.no_grad():
+        assert relative_error(model(video), logits) < 1e-5
+    assert model.last_execution == "sparse"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_input_dtype_must_match_the_model(dtype) -> None:
+    model = build_model("af_resnet18", 3)
+    with pytest.raises(ValueError, match=f"video dtype {dtype} does not match the model's dtype torch.float32"):
+        model(torch.randn(1, 3, 3, 32, 32, dtype=dtype))
+
+
+# -- training on the compiled ops -----------------------------------------------------------
+@pytest.mark.skipif(not afnet_kernels.backends()["cpu"]["usable"], reason="needs afnet_kernels._C")
+@pytest.mark.parametrize("arch", ["af_resnet18", "af_mobilenetv3"])
+def test_training_step_equal_on_both_backends(arch: str) -> None:
+    T = 4
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    target = torch.tensor([1, 2])
+    results = {}
+    for backend in ("torch", "kernels"):
+        model = build_model(arch, T, shift=True).double()
+        model.backend = backend
+        model.train()
+        masks = random_masks(num_gates(model), 2, T, seed=9)
+        torch.manual_seed(0)  # the same dropout on both backends
+        loss = nn.functional.cross_entropy(model(video, masks=masks), target)
+        assert model.last_execution == "dense"
+        with torch.profiler.profile() as prof:
+            loss.backward()
+        names = [e.name for e in prof.events()]
+        calls = {op: sum(op in name for name in names) for op in ("_blend_branches_backward", "_gather_frames_backward")}
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        results[backend] = (loss.detach(), grads, calls)
+    (loss_t, grads_t, calls_t), (loss_k, grads_k, calls_k) = results["torch"], results["kernels"]
+    # The kernels' registered backward ops ran (and the reference's did not).
+    assert all(count == 0 for count in calls_t.values()) and all(count > 0 for count in calls_k.values()), calls_k
+    torch.testing.assert_close(loss_k, loss_t, rtol=1e-10, atol=0)
+    assert grads_k.keys() == grads_t.keys()
+    for name in grads_t:
+        torch.testing.assert_close(grads_k[name], grads_t[name], rtol=1e-8, atol=1e-12, msg=name)
+
+
+# -- the executor's pieces -------------------------------------------------------------------
+def _conv_bn(c_in, c_out, groups=1, bias=False, k=3):
+    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups, bias=bias).double()
+    bn = nn.BatchNorm2d(c_out).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    return conv.eval(), bn.eval()
+
+
+@pytest.mark.parametrize("groups,bias,layout", list(itertools.product((1, 2), (False, True), LAYOUTS)))
+def test_fold_conv_bn(groups: int, bias: bool, layout) -> None:
+    conv, bn = _conv_bn(4, 6, groups, bias)
+    x = torch.randn(3, 4, 9, 7, dtype=torch.float64).contiguous(memory_format=layout)
+    w, b = fold_conv_bn(conv, bn)
+    folded = FoldedConv(conv, bn, relu=True, memory_format=layout)
+    expected = torch.relu(bn(conv(x)))
+    torch.testing.assert_close(folded(x), expected)
+    torch.testing.assert_close(nn.functional.conv2d(x, w, b, padding=1, groups=groups), bn(conv(x)))
+    steps = fold_sequence([conv, bn, nn.ReLU(), nn.AvgPool2d(3, 2, 1)], layout)
+    assert len(steps) == 2
+    torch.testing.assert_close(run_steps(steps, x), nn.functional.avg_pool2d(expected, 3, 2, 1))
+
+
+def test_fused_relu_is_replaced_in_exact_mode() -> None:
+    conv, bn = _conv_bn(8, 8)
+    conv, bn = conv.float(), bn.float()
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    x[0, :, 2, 2] = float("nan")
+    folded = FoldedConv(conv, bn, relu=True, memory_format=torch.channels_last)
+    expected = torch.relu(bn(conv(x)))
+    exact = folded(x, exact=True)
+    assert torch.equal(torch.isnan(exact), torch.isnan(expected)) and torch.isnan(exact).any()
+
+
+@pytest.mark.parametrize(
+    "k_rows,relu,fill,shift_div",
+    list(itertools.product(((), (0,), (1, 4), (0, 1, 2, 3, 4, 5)), (False, True), (False, True), (0, 4))),
+)
+def test_focal_block_matches_masked_formula(k_rows, relu, fill, shift_div) -> None:
+    torch.manual_seed(0)
+    T, C = 3, 8
+    x = torch.randn(2 * T, C, 5, 5, dtype=torch.float64)
+    conv, bn = _conv_bn(C, C)
+    shortcut_conv, shortcut_bn = _conv_bn(C, C, k=1)
+    block = BlockPlan(
+        branch=fold_sequence([conv, bn]), shortcut=fold_sequence([shortcut_conv, shortcut_bn]), has_residual=True,
+        relu=relu, shift_div=shift_div, num_segments=T, fill_zero_response=fill,
+    )
+    mask = torch.zeros(2 * T, dtype=torch.bool)
+    mask[list(k_rows)] = True
+    (selection,) = select_stage([GateDecision(mask.reshape(2, T).double(), None)], reference)
+    assert isinstance(selection, FrameSelection) and selection.count == len(k_rows)
+    out = run_focal_block(block, x, selection, ExecutionContext(reference))
+    shifted = reference.temporal_shift(x, T, shift_div) if shift_div else x
+    full = bn(conv(shifted))
+    rest = bn(conv(torch.zeros_like(x))) if fill else torch.zeros_like(full)
+    expected = shortcut_bn(shortcut_conv(x)) + torch.where(mask.reshape(-1, 1, 1, 1), full, rest)
+    if relu:
+        expected = torch.relu(expected)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(zero_response(block, x, False), bn(conv(torch.zeros_like(x[:1])))[0])
+
+
+def test_select_stage_reads_only_unknown_counts() -> None:
+    masks = [torch.tensor([[1.0, 0, 1], [0, 0, 1]]), torch.tensor([[1.0, 1, 0], [0, 1, 1]])]
+    with HostReads() as reads:
+        selections = select_stage([GateDecision(masks[0], None), GateDecision(masks[1], 2)], reference)
+    assert reads.count == 1
+    assert [s.count for s in selections] == [3, 4]
+    with HostReads() as reads:
+        select_stage([GateDecision(masks[1], 2)], afnet_kernels)
+    assert reads.count == 0
