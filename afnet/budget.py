@@ -55,10 +55,12 @@ def validate_frame_budget(model: "TSN", value: object) -> FrameBudget:
         )
     if any(g.soft for g in gates):
         raise ValueError("frame_budget needs binary navigation; this model uses soft_weights")
-    if isinstance(value, (str, bytes)) or not (_is_ratio(value) or isinstance(value, Sequence)):
-        raise TypeError(f"frame_budget must be None, a float in (0, 1] or a sequence of them, got {value!r}")
-    if _is_ratio(value):
+    if isinstance(value, Real) and not isinstance(value, bool):
+        if not _is_ratio(value):
+            raise ValueError(f"frame_budget must be a float in (0, 1], got {value!r}")
         return float(value)
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, Sequence):
+        raise TypeError(f"frame_budget must be None, a float in (0, 1] or a sequence of them, got {value!r}")
     ratios = list(value)
     if len(ratios) != len(gates):
         raise ValueError(

@@ -61,7 +61,7 @@ def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tenso
         zeros = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
         if is_channels_last(x):
             zeros = zeros.contiguous(memory_format=torch.channels_last)
-        with counters.paused():
+        with counters.paused(), torch.inference_mode(False), torch.no_grad():
             # Kept in the branch's layout: for channels_last the [C, H, W] view is HWC in
             # memory, which is how the scatter kernels read a fill row, so they need no copy.
             f0 = block.zero_responses[key] = run_steps(block.branch, zeros, exact)[0]

@@ -32,6 +32,7 @@ __all__ = [
     "fold_sequence",
     "run_steps",
     "is_channels_last",
+    "onednn_applies",
     "memory_format_of",
 ]
 
@@ -67,6 +68,19 @@ _ACTIVATIONS: Dict[type, Tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
     nn.ReLU: ("relu", torch.relu_),
     nn.Hardswish: ("hardswish", lambda y: F.hardswish(y, inplace=True)),
 }
+
+
+def onednn_applies(x: torch.Tensor) -> bool:
+    """Whether folded convs on ``x`` run oneDNN directly (prepacked weights, fused epilogues):
+    fp32 channels_last CPU tensors outside autograd and outside ``torch.compile``."""
+    return (
+        _MKLDNN
+        and not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and is_channels_last(x)
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -114,15 +128,7 @@ class FoldedConv:
         return self.activation is nn.ReLU
 
     def _onednn(self, x: torch.Tensor) -> bool:
-        return (
-            _MKLDNN
-            and not torch.compiler.is_compiling()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and is_channels_last(x)
-            and not (torch.is_grad_enabled() and x.requires_grad)
-        )
+        return onednn_applies(x) and self.weight.dtype == torch.float32
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed is None:

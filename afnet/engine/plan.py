@@ -94,6 +94,7 @@ def _fold_block(block: ResidualBlock, fmt: torch.memory_format) -> BlockPlan:
     )
 
 
+@torch.inference_mode(False)  # normal tensors, even when first built inside inference_mode
 @torch.no_grad()
 def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> InferencePlan:
     """Fold a backbone description (eval semantics: BN running statistics) for ``memory_format``."""

@@ -104,9 +104,10 @@ class FixedPolicy(nn.Module):
             key = (n, x.device, x.dtype)
             mask = self._uniform.get(key)
             if mask is None:
-                mask = self._uniform[key] = fixed_policy_mask(
-                    "uniform", self.rt, n, self.num_segments, device=x.device
-                ).to(x.dtype)
+                with torch.inference_mode(False):  # a cached normal tensor, usable under autograd too
+                    mask = self._uniform[key] = fixed_policy_mask(
+                        "uniform", self.rt, n, self.num_segments, device=x.device
+                    ).to(x.dtype)
             return mask
         mask = fixed_policy_mask(
             self.kind, self.rt, n, self.num_segments, generator=self.generator, device=x.device

@@ -33,7 +33,7 @@ from afnet.backend import BACKENDS, get_ops
 from afnet.budget import FrameBudget, frames_per_module, validate_frame_budget
 from afnet.engine.context import ExecutionContext
 from afnet.engine.executor import run_plan
-from afnet.engine.folding import memory_format_of
+from afnet.engine.folding import memory_format_of, onednn_applies
 from afnet.engine.plan import PlanCache
 
 EXECUTIONS = ("dense", "sparse")
@@ -204,7 +204,7 @@ class TSN(nn.Module):
             x = x.contiguous(memory_format=self.memory_format or memory_format_of(x))
             plan = self._plans.get(self.base_model, memory_format_of(x))
             # oneDNN's fused ReLU maps NaN to 0; non-finite input runs NaN-preserving epilogues.
-            ctx.exact = x.device.type == "cpu" and not bool(torch.isfinite(x).all())
+            ctx.exact = onednn_applies(x) and not bool(torch.isfinite(x).all())
             out, gates = run_plan(plan, x, ctx)
         else:
             out, gates = self.base_model(x, ctx)
