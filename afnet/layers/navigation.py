@@ -89,10 +89,14 @@ class Navigation(nn.Module):
         Not differentiable: an inference-time rule."""
         logits = self.logits(x)
         margin = logits[..., 1] - logits[..., 0]
-        # A stable descending sort keeps equal margins in frame order.
-        order = torch.sort(margin, dim=1, descending=True, stable=True).indices[:, :k]
-        mask = torch.zeros_like(margin)
-        return mask.scatter_(1, order, 1.0)
+        # rank_i = #frames ahead of frame i: larger margins, and equal margins of earlier frames.
+        # T x T comparisons per video: exact tie handling, and plain ops that export to ONNX.
+        ahead = margin.unsqueeze(1) > margin.unsqueeze(2)
+        earlier_tie = (margin.unsqueeze(1) == margin.unsqueeze(2)) & torch.ones(
+            self.num_segments, self.num_segments, dtype=torch.bool, device=x.device
+        ).tril(-1)
+        rank = (ahead | earlier_tie).sum(dim=2)
+        return (rank < k).to(margin.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mask ``[N, T]`` (float, same dtype as ``x``): 1 keeps the frame.

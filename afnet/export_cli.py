@@ -1,0 +1,131 @@
+"""``afnet export``: write a budgeted model as a ``torch.export`` program or an ONNX file.
+
+Every argument is checked before any work starts; after writing, the file is run on a
+random clip and compared with the eager model (``--no-check`` skips that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Union
+
+import torch
+
+
+def _budget(text: str) -> Union[float, List[float]]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio or comma-separated ratios in (0, 1], got {text!r}") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"every ratio must be in (0, 1], got {bad[0]}")
+    return values[0] if len(values) == 1 else values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_parser(sub: "argparse._SubParsersAction") -> None:
+    """Register ``afnet export`` on the ``afnet`` command line."""
+    from afnet.export import FORMATS
+    from afnet.models import ARCHS
+
+    p = sub.add_parser(
+        "export",
+        help="export a budgeted model to ONNX or a torch.export program (.pt2)",
+        description="Export the sparse inference of an AF model with a frame budget (static frame counts) "
+        "for one input shape [batch, frames, 3, size, size]. ONNX uses the pure-PyTorch ops and runs in "
+        "onnxruntime; pt2 keeps the compiled afnet_kernels ops (import afnet_kernels before torch.export.load).",
+    )
+    p.add_argument("--arch", choices=ARCHS, default=None,
+                   help="architecture (required without --checkpoint, or for released checkpoints)")
+    p.add_argument("--frames", type=_positive, default=None, help="frames T per clip (default: the checkpoint's, or 8)")
+    p.add_argument("--frame-budget", type=_budget, required=True,
+                   help="ratio of frames each navigation module keeps, one value or one per module (comma-separated)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="weights: ours (config inside) or a released file")
+    p.add_argument("--num-classes", type=_positive, default=None,
+                   help="classes (default: the checkpoint's; 174 without a checkpoint)")
+    p.add_argument("--shift", action="store_true", help="TSM (released AFNet-TSM checkpoints carry no config)")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument("--batch", type=_positive, default=1, help="videos per call in the exported graph (default 1)")
+    p.add_argument("--size", type=_positive, default=224, help="frame height and width (default 224)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the written file on a random clip and compare with the eager model (default on)")
+    p.set_defaults(run=run)
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.checkpoint is None and args.arch is None:
+        parser.error("argument --arch: required without --checkpoint")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"argument --checkpoint: no such file: {args.checkpoint}")
+    if args.size % 32:
+        parser.error(f"argument --size: must be a multiple of 32 (the networks downsample 32x), got {args.size}")
+    out_dir = args.out.parent if str(args.out.parent) else Path(".")
+    if not out_dir.is_dir():
+        parser.error(f"argument --out: folder {out_dir} does not exist")
+    try:
+        with open(args.out, "ab"):
+            pass
+    except OSError as exc:
+        parser.error(f"argument --out: cannot write {args.out}: {exc.strerror}")
+    if args.fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as exc:
+            parser.error(f"argument --format: onnx needs the onnx and onnxscript packages ({exc}); "
+                         "pip install 'afnet[export]'")
+
+
+def _build(args: argparse.Namespace) -> torch.nn.Module:
+    import afnet
+
+    if args.checkpoint is None:
+        torch.manual_seed(0)
+        return afnet.create_model(args.arch, num_classes=args.num_classes or 174, num_segments=args.frames or 8,
+                                  shift=args.shift).eval()
+    options = {"shift": True} if args.shift else {}
+    model, _ = afnet.build_from_checkpoint(args.checkpoint, arch=args.arch, num_segments=args.frames,
+                                           num_classes=args.num_classes, **options)
+    return model
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Export for parsed ``args``; returns the exit status."""
+    from afnet.export import export_model, run_exported
+
+    _validate(args, parser)
+    model = _build(args)
+    try:
+        model.frame_budget = args.frame_budget
+    except (TypeError, ValueError) as exc:
+        parser.error(f"argument --frame-budget: {exc}")
+    example = torch.randn(args.batch, model.num_segments, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    path = export_model(model, example, args.out, args.fmt)
+    print(f"afnet export: wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.fmt}, input "
+          f"[{args.batch}, {model.num_segments}, 3, {args.size}, {args.size}])")
+    if args.check:
+        clip = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
+        model.backend = "torch" if args.fmt == "onnx" else model.backend
+        with torch.inference_mode():
+            expected = model(clip)
+        got = run_exported(path, clip)
+        err = ((got.double() - expected.double()).norm() / expected.double().norm()).item()
+        print(f"afnet export: exported output vs eager, relative error {err:.2e}")
+        if not err <= 1e-4:
+            print("afnet export: the exported file does not reproduce the eager model", file=sys.stderr)
+            return 1
+    return 0
+
