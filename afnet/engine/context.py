@@ -40,6 +40,8 @@ class ExecutionContext:
         frame_budget: frames kept per video by each navigation module in forward order
             (``k_b``), or None for the released threshold rule.
         exact: NaN-preserving epilogues in the inference plan (see ``afnet.engine.folding``).
+        skip_frames: the engine computes only the selected frames (``execution="sparse"``);
+            False computes every frame with the folded plan (``execution="folded"``).
     """
 
     def __init__(
@@ -48,9 +50,11 @@ class ExecutionContext:
         forced_masks: Optional[Sequence[torch.Tensor]] = None,
         frame_budget: Optional[Sequence[int]] = None,
         exact: bool = False,
+        skip_frames: bool = True,
     ) -> None:
         self.ops = ops
         self.exact = exact
+        self.skip_frames = skip_frames
         self._forced = list(forced_masks) if forced_masks is not None else None
         self._budget = list(frame_budget) if frame_budget is not None else None
         self._gates_seen = 0

@@ -7,7 +7,8 @@ ResNet classifier ``new_fc`` (after dropout). Backbones with a classifier of the
 Runtime switches:
 - ``execution``: ``"sparse"`` (default) runs the inference engine in eval (``afnet.engine``):
   BN folded, only the selected frames computed by the focal blocks; ``"dense"`` is the released
-  masked form. Training always runs the dense form (the differentiable one), and so does an eval
+  masked form; ``"folded"`` is the released form (every frame computed) with the engine's folded
+  convolutions, to tell the gain of folding from the gain of skipping frames. Training always runs the dense form (the differentiable one), and so does an eval
   forward while autograd records (a warning says so): the engine builds no autograd graph.
 - ``backend``: ``"kernels"`` (compiled ``afnet_kernels``) or ``"torch"`` (pure PyTorch), in both
   executions.
@@ -36,7 +37,7 @@ from afnet.engine.executor import run_plan
 from afnet.engine.folding import memory_format_of, onednn_applies
 from afnet.engine.plan import PlanCache
 
-EXECUTIONS = ("dense", "sparse")
+EXECUTIONS = ("dense", "sparse", "folded")
 
 
 class TSN(nn.Module):
@@ -75,7 +76,7 @@ class TSN(nn.Module):
         self._frame_budget: FrameBudget = None
         self.memory_format: Optional[torch.memory_format] = torch.channels_last
         self._plans = PlanCache()
-        #: ``"sparse"`` or ``"dense"``: the path the last forward took (tests assert it).
+        #: ``"sparse"``, ``"folded"`` or ``"dense"``: the path the last forward took (tests assert it).
         self.last_execution: Optional[str] = None
 
     @property
@@ -118,10 +119,10 @@ class TSN(nn.Module):
 
     @property
     def runs_sparse(self) -> bool:
-        """Whether an inference-mode forward takes the sparse engine (eval, ``execution="sparse"``
-        and binary gates; soft-weight navigation can only run dense)."""
+        """Whether an inference-mode forward takes the engine (eval, ``execution`` sparse or
+        folded, binary gates; soft-weight navigation can only run dense)."""
         return (
-            self._execution == "sparse"
+            self._execution != "dense"
             and not self.training
             and all(getattr(g, "is_binary", True) for g in self.navigation_modules)
         )
@@ -190,17 +191,18 @@ class TSN(nn.Module):
         budget = None if self.training else frames_per_module(
             self._frame_budget, self.num_segments, len(self.navigation_modules)
         )
-        ctx = ExecutionContext(get_ops(self._backend), forced_masks=masks, frame_budget=budget)
-        if self.runs_sparse and self._records_autograd(video):
+        ctx = ExecutionContext(
+            get_ops(self._backend), forced_masks=masks, frame_budget=budget, skip_frames=self._execution == "sparse"
+        )
+        on_engine = self.runs_sparse
+        if on_engine and self._records_autograd(video):
             warnings.warn(
                 "model.eval() forward with autograd recording runs the dense, differentiable path; "
                 "use torch.inference_mode() or torch.no_grad() for the sparse engine",
                 stacklevel=4,  # the caller of model(...), past nn.Module's call wrappers
             )
-            sparse = False
-        else:
-            sparse = self.runs_sparse
-        if sparse:
+            on_engine = False
+        if on_engine:
             x = x.contiguous(memory_format=self.memory_format or memory_format_of(x))
             plan = self._plans.get(self.base_model, memory_format_of(x))
             # oneDNN's fused ReLU maps NaN to 0; non-finite input runs NaN-preserving epilogues.
@@ -208,7 +210,7 @@ class TSN(nn.Module):
             out, gates = run_plan(plan, x, ctx)
         else:
             out, gates = self.base_model(x, ctx)
-        self.last_execution = "sparse" if sparse else "dense"
+        self.last_execution = self._execution if on_engine else "dense"
         ctx.check_all_gates_used()
         if self.new_fc is not None:
             out = self.new_fc(self.dropout(out))
