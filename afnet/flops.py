@@ -6,7 +6,8 @@ Two numbers (:class:`FlopCount`), both in GFLOPs per video:
   conv ``c_in·c_out·h·w·k²/groups``; linear ``in·out``; 3x3 average/max pools ``9·`` their
   output elements; navigation adds its pooling ``c·h·w``; dynamic fusion adds ``c·h·w + c``
   (its two FCs count as linears); focal convs are scaled by the block's fraction of selected
-  frames; BN, ReLU, shift and upsampling count zero. The released video models replaced
+  frames (with spatial navigation, by the share of output pixels in computed cells of selected
+  frames); BN, ReLU, shift and upsampling count zero. The released video models replaced
   ``fc`` by dropout, so their counter adds ``C·C`` per frame for the head (C = feature width)
   and never counts ``new_fc``; we reproduce that.
 - ``executed``: multiply–accumulates of the convolutions and linears the inference engine
@@ -27,6 +28,7 @@ import torch.nn as nn
 
 from afnet.engine.counters import count_macs
 from afnet.layers import DynamicFusion, Navigation
+from afnet.layers.spatial import upsample_cells
 
 __all__ = ["FlopCount", "count_flops"]
 
@@ -58,14 +60,19 @@ def _module_macs(module: nn.Module, out: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torch.Tensor]] = None) -> FlopCount:
+def count_flops(
+    model: nn.Module,
+    video: torch.Tensor,
+    masks: Optional[List[torch.Tensor]] = None,
+    spatial_masks: Optional[List[torch.Tensor]] = None,
+) -> FlopCount:
     """Count the FLOPs of ``model`` on ``video`` ``[N, T, 3, H, W]``, per video.
 
     The model runs in eval mode (its navigation decides the masks unless ``masks`` forces them):
     once densely, where every layer's shape is seen, for the paper convention, and once with
     the inference engine, whose counters give the executed MACs. Mode and execution are
-    restored afterwards. With forced ``masks`` the navigation does not run, so neither count
-    includes it (about 1e-6 of the total).
+    restored afterwards. With forced ``masks`` (``spatial_masks``) the navigation does not run,
+    so neither count includes it (about 1e-6 of the total).
     """
     n = video.shape[0]
     names = {m: name for name, m in model.named_modules()}
@@ -82,8 +89,14 @@ def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torc
 
     def on_focal_block(module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("mask", args[1] if len(args) > 1 else None)
-        if mask is not None:
-            fraction[names[module]] = float((mask > 0.5).float().mean())
+        if mask is None:
+            return
+        kept = (mask > 0.5).double().reshape(-1)
+        cells = kwargs.get("spatial")
+        if cells is not None:  # the share of each frame's output pixels in computed cells
+            pixels = upsample_cells((cells > 0.5).double(), args[0].shape[-2:])
+            kept = kept * pixels.mean(dim=(1, 2, 3))
+        fraction[names[module]] = float(kept.mean())
 
     def on_conv(module: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
         macs = _module_macs(module, out) / n
@@ -123,7 +136,7 @@ def count_flops(model: nn.Module, video: torch.Tensor, masks: Optional[List[torc
 
     was_training = model.training
     execution = getattr(model, "execution", None)
-    kwargs = {"masks": masks} if masks is not None else {}
+    kwargs = {k: v for k, v in (("masks", masks), ("spatial_masks", spatial_masks)) if v is not None}
     try:
         model.eval()
         if execution is not None:

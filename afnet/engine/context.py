@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 import afnet_kernels.reference as reference_ops
+from afnet.layers.spatial import block_grid
 
-__all__ = ["ExecutionContext", "GateDecision"]
+__all__ = ["CellDecision", "ExecutionContext", "GateDecision"]
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,21 @@ class GateDecision:
         mask: ``[N, T]`` float 0/1 (differentiable in training).
         per_video: frames kept in every video when that is known without reading the mask
             (fixed policies, frame budget), else None: the engine then reads the count.
+        shared: the decision of an earlier gate, reused (first-layer navigation).
     """
 
     mask: torch.Tensor
     per_video: Optional[int]
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class CellDecision:
+    """One spatial decision: ``mask`` ``[N*T, Gh, Gw]`` float 0/1, and ``per_frame`` cells kept in
+    every frame when known without reading the mask (fixed spatial policies), else None."""
+
+    mask: torch.Tensor
+    per_frame: Optional[int]
 
 
 class ExecutionContext:
@@ -37,6 +49,7 @@ class ExecutionContext:
     Args:
         ops: frame ops (``afnet.backend.get_ops``); the reference by default.
         forced_masks: masks ``[N, T]`` overriding the gates, consumed in forward order.
+        forced_cells: spatial masks ``[N, T, Gh, Gw]`` overriding the spatial gates, in order.
         frame_budget: frames kept per video by each navigation module in forward order
             (``k_b``), or None for the released threshold rule.
         exact: NaN-preserving epilogues in the inference plan (see ``afnet.engine.folding``).
@@ -49,6 +62,7 @@ class ExecutionContext:
         ops: ModuleType = reference_ops,
         forced_masks: Optional[Sequence[torch.Tensor]] = None,
         frame_budget: Optional[Sequence[int]] = None,
+        forced_cells: Optional[Sequence[torch.Tensor]] = None,
         exact: bool = False,
         skip_frames: bool = True,
     ) -> None:
@@ -57,12 +71,24 @@ class ExecutionContext:
         self.skip_frames = skip_frames
         self._forced = list(forced_masks) if forced_masks is not None else None
         self._budget = list(frame_budget) if frame_budget is not None else None
+        self._forced_cells = list(forced_cells) if forced_cells is not None else None
         self._gates_seen = 0
+        self._last: Optional[GateDecision] = None
+        #: the spatial masks ``[N*T, Gh, Gw]`` of this pass, in forward order.
+        self.cell_masks: List[torch.Tensor] = []
 
     def decide(self, gate: torch.nn.Module, x: torch.Tensor) -> GateDecision:
         """The decision of ``gate`` (a navigation module or fixed policy with ``num_segments``)
         on frames ``x`` ``[N*T, C, H, W]``: the next forced mask if any (checked to be ``[N, T]``
         and cast to ``x``'s device and dtype), else the gate's budgeted or own decision."""
+        if getattr(gate, "shares_decision", False):
+            if self._last is None:
+                raise RuntimeError("a shared gate needs an earlier navigation decision")
+            return GateDecision(self._last.mask, self._last.per_video, shared=True)
+        self._last = self._decide(gate, x)
+        return self._last
+
+    def _decide(self, gate: torch.nn.Module, x: torch.Tensor) -> GateDecision:
         i = self._gates_seen
         self._gates_seen += 1
         expected = (x.shape[0] // gate.num_segments, gate.num_segments)
@@ -80,14 +106,42 @@ class ExecutionContext:
             return GateDecision(gate.keep_top(x, k), k)
         return GateDecision(gate(x), getattr(gate, "frames_per_video", None))
 
+    def decide_cells(self, gate: torch.nn.Module, x: torch.Tensor, out_size: Sequence[int]) -> CellDecision:
+        """The cells of a focal block with output ``out_size`` that ``gate`` (spatial navigation or
+        policy) computes, from ``x`` ``[N*T, C, h, w]``; or the next forced spatial mask
+        (``[N, T, Gh, Gw]``, checked)."""
+        i = len(self.cell_masks)
+        if self._forced_cells is not None:
+            if i >= len(self._forced_cells):
+                raise ValueError(
+                    f"spatial_masks: got {len(self._forced_cells)} masks but the model has more spatial gates"
+                )
+            forced = self._forced_cells[i]
+            grid = block_grid(gate.grid, out_size)
+            if forced.dim() != 4 or forced.shape[0] * forced.shape[1] != x.shape[0] or tuple(forced.shape[2:]) != grid:
+                raise ValueError(
+                    f"spatial_masks[{i}]: expected shape [N, T, {grid[0]}, {grid[1]}] with N*T={x.shape[0]}, "
+                    f"got {tuple(forced.shape)}"
+                )
+            cells = forced.reshape(x.shape[0], *grid).to(device=x.device, dtype=x.dtype)
+            decision = CellDecision(cells, None)
+        else:
+            cells_per_frame = getattr(gate, "cells_per_frame", None)
+            per_frame = cells_per_frame(block_grid(gate.grid, out_size)) if cells_per_frame is not None else None
+            decision = CellDecision(gate(x, out_size), per_frame)
+        self.cell_masks.append(decision.mask)
+        return decision
+
     def gate_mask(self, gate: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The mask ``[N, T]`` of :meth:`decide`."""
         return self.decide(gate, x).mask
 
     def check_all_gates_used(self) -> None:
         """Raise if forced masks or budget ratios were left over (the model has fewer gates)."""
-        for name, given in (("masks", self._forced), ("frame_budget", self._budget)):
-            if given is not None and self._gates_seen != len(given):
-                raise ValueError(
-                    f"{name}: got {len(given)} entries but the model has {self._gates_seen} navigation modules"
-                )
+        for name, given, seen in (
+            ("masks", self._forced, self._gates_seen),
+            ("frame_budget", self._budget, self._gates_seen),
+            ("spatial_masks", self._forced_cells, len(self.cell_masks)),
+        ):
+            if given is not None and seen != len(given):
+                raise ValueError(f"{name}: got {len(given)} entries but the model has {seen} such gates")

@@ -23,11 +23,12 @@ import torch
 
 from afnet.backend import shift_frames
 from afnet.engine import counters
-from afnet.engine.context import ExecutionContext
+from afnet.engine.context import CellDecision, ExecutionContext
 from afnet.engine.folding import FoldedConv, is_channels_last, run_steps
 from afnet.engine.plan import BlockPlan, InferencePlan, LayersPlan, StagePlan
-from afnet.engine.selection import FrameSelection, select_stage
-from afnet.models.description import GlobalPool
+from afnet.engine.selection import CellSelection, Selection, select_stage
+from afnet.layers.spatial import upsample_cells
+from afnet.models.description import FrameGate, GlobalPool
 
 __all__ = ["run_plan", "run_block", "run_focal_block", "run_masked_focal_block", "run_stage", "zero_response"]
 
@@ -68,12 +69,10 @@ def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tenso
     return f0
 
 
-def run_focal_block(
-    block: BlockPlan, x: torch.Tensor, selection: FrameSelection, ctx: ExecutionContext
-) -> torch.Tensor:
-    """A focal block on the selected frames of ``x`` ``[N*T, C, H, W]`` only.
+def run_focal_block(block: BlockPlan, x: torch.Tensor, selection: Selection, ctx: ExecutionContext) -> torch.Tensor:
+    """A focal block on the selected frames (or cells) of ``x`` ``[N*T, C, H, W]`` only.
 
-    Selected rows get ``shortcut + F(shift(x))``; the others ``shortcut + F(0)`` (or the
+    Selected rows (cells) get ``shortcut + F(shift(x))``; the others ``shortcut + F(0)`` (or the
     shortcut alone without ``fill_zero_response``); then the block's ReLU.
     """
     shortcut = _shortcut(block, x, ctx.exact)
@@ -83,43 +82,82 @@ def run_focal_block(
             return torch.relu(shortcut) if block.relu else shortcut
         out = shortcut + fill
         return out.relu_() if block.relu else out
+    if isinstance(selection, CellSelection):
+        return _run_focal_tiles(block, x, selection, shortcut, fill, ctx)
     rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div)
     computed = run_steps(block.branch, rows, ctx.exact)
     return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu)
 
 
-def run_masked_focal_block(block: BlockPlan, x: torch.Tensor, mask: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
+def _run_focal_tiles(
+    block: BlockPlan,
+    x: torch.Tensor,
+    selection: CellSelection,
+    shortcut: torch.Tensor,
+    fill: Optional[torch.Tensor],
+    ctx: ExecutionContext,
+) -> torch.Tensor:
+    """Gather the selected cells as tiles with a halo (shift fused), run the VALID branch on them,
+    zeroing halo pixels outside the image where a later conv would have padded with zeros, and
+    scatter the cells into the shortcut with ``F(0)`` elsewhere."""
+    from afnet_kernels.reference import tile_valid_mask  # TODO(lead): top-level once the tile ops land
+
+    tiles = block.tiles
+    size = tuple(x.shape[-2:])  # focal blocks keep their input's size
+    y = ctx.ops.gather_tiles(
+        x, selection.index, selection.grid, size, 1, tiles.halo, block.num_segments, block.shift_div
+    )
+    for step, halo in zip(tiles.steps, tiles.halos):
+        y = step(y, ctx.exact)
+        if halo and isinstance(step, FoldedConv):
+            y = y.mul_(tile_valid_mask(selection.index, selection.grid, size, size, 1, halo).to(y.dtype))
+    return ctx.ops.scatter_tiles(shortcut, y, selection.index, selection.grid, fill, block.relu)
+
+
+def run_masked_focal_block(
+    block: BlockPlan, x: torch.Tensor, mask: torch.Tensor, ctx: ExecutionContext, cells: Optional[CellDecision] = None
+) -> torch.Tensor:
     """A focal block computed on every frame, unselected ones on zeros, as released, but with
     the folded convolutions: ``execution="folded"``, which shows the gain of folding apart
-    from the gain of skipping frames. ``mask`` ``[N, T]`` float 0/1."""
+    from the gain of skipping frames. ``mask`` ``[N, T]`` float 0/1; ``cells``: the spatial
+    decision, whose cells not computed get ``F(0)`` (or nothing)."""
     frame_mask = mask.reshape(-1, 1, 1, 1)
     rows = shift_frames(x, block.num_segments, block.shift_div, ctx.ops) if block.shift_div else x
     computed = run_steps(block.branch, rows * frame_mask, ctx.exact)
     if not block.fill_zero_response:
         computed = computed * frame_mask
+    if cells is not None:
+        kept = upsample_cells(cells.mask, computed.shape[-2:]).to(computed.dtype)
+        computed = computed * kept
+        if block.fill_zero_response:
+            computed = computed + (1 - kept) * zero_response(block, x, ctx.exact)
     out = computed.add_(_shortcut(block, x, ctx.exact))
     return out.relu_() if block.relu else out
 
 
 def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """An AF stage on ``x`` ``[N*T, C_in, H, W]``; returns (output, masks ``[N, T]``)."""
-    base, decisions = x, []
-    for gate, ample_block in zip(stage.gates, stage.ample):
+    base, decisions, cells = x, [], []
+    spatial_gates = stage.spatial_gates or (None,) * len(stage.gates)
+    for gate, spatial_gate, ample_block in zip(stage.gates, spatial_gates, stage.ample):
         decisions.append(ctx.decide(gate, base))
+        if spatial_gate is not None:
+            cells.append(ctx.decide_cells(spatial_gate, base, x.shape[-2:]))
         base = run_block(ample_block, base, ctx)
     refine = x
     if ctx.skip_frames:
-        for focal_block, selection in zip(stage.focal, select_stage(decisions, ctx.ops)):
+        selections = select_stage(decisions, ctx.ops, cells or None)
+        for focal_block, selection in zip(stage.focal, selections):
             refine = run_focal_block(focal_block, refine, selection, ctx)
     else:
-        for focal_block, decision in zip(stage.focal, decisions):
-            refine = run_masked_focal_block(focal_block, refine, decision.mask, ctx)
+        for focal_block, decision, cell in zip(stage.focal, decisions, cells or (None,) * len(decisions)):
+            refine = run_masked_focal_block(focal_block, refine, decision.mask, ctx, cell)
     if stage.transform is not None:
         base = run_steps(stage.transform, base, ctx.exact)
     out = stage.fusion(base, refine, relu=stage.fusion_relu, ops=ctx.ops)
     for block in stage.fuse:
         out = run_block(block, out, ctx)
-    return out, [d.mask for d in decisions]
+    return out, [d.mask for d in decisions if not d.shared]
 
 
 def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -133,6 +171,8 @@ def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tup
         elif isinstance(part, StagePlan):
             x, stage_masks = run_stage(part, x, ctx)
             masks += stage_masks
+        elif isinstance(part, FrameGate):
+            masks.append(ctx.decide(part.gate, x).mask)
         elif isinstance(part, GlobalPool):
             x = x.mean(dim=(2, 3))
         else:  # pragma: no cover - build_plan only makes the parts above

@@ -13,6 +13,7 @@ unfused epilogues instead.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -126,6 +127,14 @@ class FoldedConv:
     @property
     def relu(self) -> bool:
         return self.activation is nn.ReLU
+
+    def without_padding(self) -> "FoldedConv":
+        """The same conv (shared folded weights) with no padding: VALID inside spatial tiles,
+        whose halo holds the pixels the padding would have supplied."""
+        valid = copy.copy(self)
+        valid.padding = [0] * len(self.padding)
+        valid._packed = None  # oneDNN prepacks for a given padding
+        return valid
 
     def _onednn(self, x: torch.Tensor) -> bool:
         return onednn_applies(x) and self.weight.dtype == torch.float32

@@ -20,11 +20,11 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from afnet.engine.folding import Step, fold_sequence
-from afnet.models.description import AFStageParts, Block, GlobalPool, Layers, Part
+from afnet.engine.folding import FoldedConv, Step, fold_sequence
+from afnet.models.description import AFStageParts, Block, FrameGate, GlobalPool, Layers, Part
 from afnet.models.residual import ResidualBlock
 
-__all__ = ["BlockPlan", "InferencePlan", "LayersPlan", "PlanCache", "StagePlan", "build_plan"]
+__all__ = ["BlockPlan", "InferencePlan", "LayersPlan", "PlanCache", "StagePlan", "TileBranch", "build_plan"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class BlockPlan:
         shortcut: folded steps of the shortcut, None for the identity.
         has_residual, relu, shift_div, num_segments, fill_zero_response: as on the block.
         zero_responses: ``F(0)`` per input geometry, filled by the executor when first needed.
+        tiles: the branch for spatial tiles (focal blocks of spatial stages), else None.
     """
 
     branch: List[Step]
@@ -46,6 +47,19 @@ class BlockPlan:
     num_segments: int
     fill_zero_response: bool
     zero_responses: Dict[Hashable, torch.Tensor] = field(default_factory=dict)
+    tiles: Optional["TileBranch"] = None
+
+
+@dataclass
+class TileBranch:
+    """The branch run on spatial tiles: every conv VALID (no padding), its input tile carrying a
+    halo of ``halo`` pixels per side. ``halos[i]`` is the halo left after ``steps[i]``; where it is
+    positive, the pixels of the step's output outside the image must be zeroed, because the next
+    conv's zero padding applies to that output, not to the block input."""
+
+    steps: List[Step]
+    halo: int
+    halos: List[int]
 
 
 @dataclass
@@ -58,6 +72,7 @@ class StagePlan:
     """An AF stage: gates and fusion run as modules (tiny), every block folded."""
 
     gates: Tuple[nn.Module, ...]
+    spatial_gates: Optional[Tuple[nn.Module, ...]]
     ample: List[BlockPlan]
     focal: List[BlockPlan]
     transform: Optional[List[Step]]
@@ -66,7 +81,7 @@ class StagePlan:
     fuse: List[BlockPlan]
 
 
-PlanPart = Union[LayersPlan, BlockPlan, StagePlan, GlobalPool]
+PlanPart = Union[LayersPlan, BlockPlan, StagePlan, FrameGate, GlobalPool]
 
 
 @dataclass
@@ -81,16 +96,35 @@ class InferencePlan:
         return [p for p in self.parts if isinstance(p, StagePlan)]
 
 
-def _fold_block(block: ResidualBlock, fmt: torch.memory_format) -> BlockPlan:
+def _tile_branch(branch: List[Step]) -> TileBranch:
+    steps: List[Step] = []
+    paddings: List[int] = []
+    for step in branch:
+        if isinstance(step, FoldedConv):
+            if step.stride != [1, 1] or step.padding[0] != step.padding[1]:
+                raise ValueError("spatial tiles need stride-1 convs with square padding in focal blocks")
+            paddings.append(step.padding[0])
+            step = step.without_padding()
+        else:
+            paddings.append(0)
+        steps.append(step)
+    halo = sum(paddings)
+    halos = [halo - sum(paddings[: i + 1]) for i in range(len(steps))]
+    return TileBranch(steps, halo, halos)
+
+
+def _fold_block(block: ResidualBlock, fmt: torch.memory_format, tiles: bool = False) -> BlockPlan:
     shortcut = block.shortcut_modules() if block.has_residual else None
+    branch = fold_sequence(block.branch_modules(), fmt)
     return BlockPlan(
-        branch=fold_sequence(block.branch_modules(), fmt),
+        branch=branch,
         shortcut=fold_sequence(shortcut, fmt) if shortcut is not None else None,
         has_residual=block.has_residual,
         relu=block.last_relu,
         shift_div=block.shift_div,
         num_segments=block.num_segments,
         fill_zero_response=block.fill_zero_response,
+        tiles=_tile_branch(branch) if tiles else None,
     )
 
 
@@ -108,15 +142,16 @@ def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> Inf
             plan.append(
                 StagePlan(
                     gates=part.gates,
+                    spatial_gates=part.spatial_gates,
                     ample=[_fold_block(b, memory_format) for b in part.ample],
-                    focal=[_fold_block(b, memory_format) for b in part.focal],
+                    focal=[_fold_block(b, memory_format, tiles=part.spatial_gates is not None) for b in part.focal],
                     transform=fold_sequence(part.transform, memory_format) if part.transform else None,
                     fusion=part.fusion,
                     fusion_relu=part.fusion_relu,
                     fuse=[_fold_block(b, memory_format) for b in part.fuse],
                 )
             )
-        elif isinstance(part, GlobalPool):
+        elif isinstance(part, (FrameGate, GlobalPool)):
             plan.append(part)
         else:
             raise TypeError(f"unknown part {type(part).__name__} in a backbone description")

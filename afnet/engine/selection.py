@@ -6,19 +6,23 @@ without reading the device when every video keeps a fixed number of frames (fixe
 policies, the frame budget): then K = N·k and nothing is read back. Otherwise
 (the released threshold rule, forced masks) the K's of all masks of the stage are
 read together: one host sync per stage.
+
+With spatial gates a focal block computes cells, not frames: its selection lists the cells
+``(row, cy, cx)`` of selected frames that its spatial mask keeps, as flat ids
+``row·Gh·Gw + cy·Gw + cx`` (:class:`CellSelection`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from afnet.engine.context import GateDecision
+from afnet.engine.context import CellDecision, GateDecision
 
-__all__ = ["FrameSelection", "count_selected", "select_stage"]
+__all__ = ["CellSelection", "FrameSelection", "count_selected", "select_stage"]
 
 
 @dataclass(frozen=True)
@@ -42,23 +46,69 @@ class FrameSelection:
         return self.count == 0
 
 
+@dataclass(frozen=True)
+class CellSelection:
+    """The cells one focal block computes (spatial navigation).
+
+    Attributes:
+        index: int64 ``[K]``, flat cell ids ``row·Gh·Gw + cy·Gw + cx`` in ascending order.
+        count: K, known on the host.
+        grid: ``(Gh, Gw)``.
+        num_segments: T.
+    """
+
+    index: torch.Tensor
+    count: int
+    grid: Tuple[int, int]
+    num_segments: int
+
+    @property
+    def is_empty(self) -> bool:
+        return self.count == 0
+
+
+Selection = Union[FrameSelection, CellSelection]
+
+
+def _cell_mask(decision: GateDecision, cells: CellDecision) -> torch.Tensor:
+    """``[N, T·Gh·Gw]``: the cells of selected frames that the spatial mask keeps."""
+    n, t = decision.mask.shape
+    return (decision.mask.reshape(n * t, 1, 1) * cells.mask).reshape(n, -1)
+
+
 def count_selected(masks: Sequence[torch.Tensor]) -> List[int]:
     """Number of selected frames of each mask ``[N, T]``, read in one host sync."""
-    return torch.stack([m.reshape(-1) for m in masks]).ne(0).sum(1).tolist()
+    return torch.stack([m.ne(0).sum() for m in masks]).tolist()
 
 
-def select_stage(decisions: Sequence[GateDecision], ops: ModuleType) -> List[FrameSelection]:
-    """Frame selections for the decisions of one stage; at most one host sync in total."""
-    counts: List[Optional[int]] = [
-        None if d.per_video is None else d.per_video * d.mask.shape[0] for d in decisions
-    ]
+def select_stage(
+    decisions: Sequence[GateDecision],
+    ops: ModuleType,
+    cells: Optional[Sequence[CellDecision]] = None,
+) -> List[Selection]:
+    """The selections of one stage's focal blocks (cells where ``cells`` are given); at most one
+    host sync in total, none when every count is known from the gates."""
+    masks: List[torch.Tensor] = []
+    counts: List[Optional[int]] = []
+    for i, d in enumerate(decisions):
+        per_video = d.per_video
+        if cells is None:
+            masks.append(d.mask)
+        else:
+            masks.append(_cell_mask(d, cells[i]))
+            per_frame = cells[i].per_frame
+            per_video = None if per_video is None or per_frame is None else per_video * per_frame
+        counts.append(None if per_video is None else per_video * d.mask.shape[0])
     unknown = [i for i, c in enumerate(counts) if c is None]
     if unknown:
-        for i, c in zip(unknown, count_selected([decisions[i].mask for i in unknown])):
+        for i, c in zip(unknown, count_selected([masks[i] for i in unknown])):
             counts[i] = c
-    selections = []
-    for decision, count in zip(decisions, counts):
-        n, t = decision.mask.shape
-        index = ops.select_frames(decision.mask, num_selected=count)[0]
-        selections.append(FrameSelection(index, count, t, n * t))
+    selections: List[Selection] = []
+    for i, (d, mask, count) in enumerate(zip(decisions, masks, counts)):
+        n, t = d.mask.shape
+        index = ops.select_frames(mask, num_selected=count)[0]
+        if cells is None:
+            selections.append(FrameSelection(index, count, t, n * t))
+        else:
+            selections.append(CellSelection(index, count, tuple(cells[i].mask.shape[1:]), t))
     return selections

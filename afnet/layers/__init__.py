@@ -1,9 +1,10 @@
-"""Building blocks shared by every AF model: gates, fusion, fixed policies."""
+"""Building blocks shared by every AF model: temporal and spatial gates, fusion, fixed policies."""
 
 from afnet.layers.fusion import AdditiveFusion, DynamicFusion
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
 from afnet.layers.navigation import Navigation
 from afnet.layers.policies import POLICIES, FixedPolicy, fixed_policy_mask, num_kept
+from afnet.layers.spatial import SPATIAL_POLICIES, SpatialNavigation, SpatialPolicy
 
 __all__ = [
     "AdditiveFusion",
@@ -11,6 +12,9 @@ __all__ = [
     "FixedPolicy",
     "Navigation",
     "POLICIES",
+    "SPATIAL_POLICIES",
+    "SpatialNavigation",
+    "SpatialPolicy",
     "fixed_policy_mask",
     "gumbel_noise",
     "hard_gumbel_softmax",

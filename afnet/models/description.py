@@ -6,7 +6,9 @@ modules (the released key names stay on the modules themselves):
 - :class:`Layers`: modules applied in order (a stem, a head);
 - :class:`Block`: one residual block (``afnet.models.residual.ResidualBlock``) on every frame;
 - :class:`AFStageParts`: an AF stage — navigation gates, ample blocks, focal blocks, the
-  ample-to-focal transform, the fusion and the fuse blocks;
+  ample-to-focal transform, the fusion and the fuse blocks, and optionally spatial gates;
+- :class:`FrameGate`: one temporal navigation whose decision every later focal block shares
+  (each stage then holds :class:`SharedGate` placeholders);
 - :class:`GlobalPool`: the mean over H, W, giving ``[N*T, C]``.
 
 Two interpreters run a description: :func:`run_dense` here (the released, masked,
@@ -45,7 +47,8 @@ class Block:
 class AFStageParts:
     """The modules of one AF stage.
 
-    ``gates[i]`` reads the input of ``ample[i]`` and masks ``focal[i]``; the ample output goes
+    ``gates[i]`` reads the input of ``ample[i]`` and masks ``focal[i]``; so does
+    ``spatial_gates[i]`` (if any), on the cells of ``focal[i]``'s output. The ample output goes
     through ``transform`` (or not), then ``fusion(ample, focal, relu=fusion_relu)`` and the
     ``fuse`` blocks.
     """
@@ -57,6 +60,7 @@ class AFStageParts:
     fusion: nn.Module
     fusion_relu: bool
     fuse: Tuple[ResidualBlock, ...]
+    spatial_gates: Optional[Tuple[nn.Module, ...]] = None
 
     def __post_init__(self) -> None:
         if not (len(self.gates) == len(self.ample) == len(self.focal)):
@@ -67,11 +71,28 @@ class AFStageParts:
 
 
 @dataclass(frozen=True)
+class FrameGate:
+    """A temporal navigation whose mask every following :class:`SharedGate` uses."""
+
+    gate: nn.Module
+
+
+class SharedGate(nn.Module):
+    """Stands for the decision of the preceding :class:`FrameGate`; no parameters."""
+
+    shares_decision = True
+
+    def __init__(self, num_segments: int) -> None:
+        super().__init__()
+        self.num_segments = num_segments
+
+
+@dataclass(frozen=True)
 class GlobalPool:
     """Mean over H and W: ``[N*T, C, H, W] -> [N*T, C]``."""
 
 
-Part = Union[Layers, Block, AFStageParts, GlobalPool]
+Part = Union[Layers, Block, AFStageParts, FrameGate, GlobalPool]
 
 
 def run_dense_stage(
@@ -80,10 +101,15 @@ def run_dense_stage(
     """The released AF stage on ``x`` ``[N*T, C_in, H, W]``: every frame computed, unselected
     ones masked. Returns the stage output and its masks ``[N, T]`` (float 0/1) in order."""
     base, refine, masks = x, x, []
-    for gate, ample_block, focal_block in zip(stage.gates, stage.ample, stage.focal):
-        masks.append(ctx.gate_mask(gate, base))
+    spatial_gates = stage.spatial_gates or (None,) * len(stage.gates)
+    for gate, spatial_gate, ample_block, focal_block in zip(stage.gates, spatial_gates, stage.ample, stage.focal):
+        decision = ctx.decide(gate, base)
+        if not decision.shared:
+            masks.append(decision.mask)
+        # Focal blocks keep their input's size: the spatial grid is on refine's H, W.
+        cells = None if spatial_gate is None else ctx.decide_cells(spatial_gate, base, refine.shape[-2:]).mask
         base = ample_block(base, ops=ctx.ops)
-        refine = focal_block(refine, masks[-1], ops=ctx.ops)
+        refine = focal_block(refine, decision.mask, ops=ctx.ops, spatial=cells)
     for m in stage.transform or ():
         base = m(base)
     out = stage.fusion(base, refine, relu=stage.fusion_relu, ops=ctx.ops)
@@ -106,6 +132,8 @@ def run_dense(
         elif isinstance(part, AFStageParts):
             x, stage_masks = run_dense_stage(part, x, ctx)
             masks += stage_masks
+        elif isinstance(part, FrameGate):
+            masks.append(ctx.decide(part.gate, x).mask)
         elif isinstance(part, GlobalPool):
             x = x.mean(dim=(2, 3))
         else:
@@ -133,6 +161,8 @@ __all__ = [
     "AFStageParts",
     "Block",
     "DescribedBackbone",
+    "FrameGate",
+    "SharedGate",
     "GlobalPool",
     "Layers",
     "Part",

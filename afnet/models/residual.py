@@ -9,6 +9,11 @@ A block computes ``out = act(shortcut(x) + F(g(x)))``:
   (``has_residual`` False: MobileNetV3 blocks that change shape);
 - ``act`` is a ReLU when ``last_relu``.
 
+A focal block with a spatial mask ``M`` (cells of its output, ``afnet.layers.spatial``) keeps
+``F`` at the computed cells and ``F(0)`` elsewhere (the shortcut alone without
+``fill_zero_response``). ``F(0)`` is the branch's response to a zero frame under BN's running
+statistics: in eval exactly what the sparse engine fills in; in training a detached constant.
+
 Subclasses only build their modules and list them (:meth:`branch_modules`,
 :meth:`shortcut_modules`): the inference engine (``afnet.engine``) folds exactly these lists,
 so the dense and the sparse forms cannot drift apart.
@@ -26,6 +31,7 @@ import torch.nn as nn
 
 import afnet_kernels.reference as reference_ops
 from afnet.backend import shift_frames
+from afnet.layers.spatial import upsample_cells
 
 SHIFT_DIV = 8
 
@@ -53,17 +59,27 @@ class ResidualBlock(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, ops: Optional[ModuleType] = None
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        ops: Optional[ModuleType] = None,
+        spatial: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Dense form ``[N*T, C_in, H, W] -> [N*T, C_out, H', W']``, differentiable.
 
         ``mask`` ``[N, T]`` (focal blocks) or None (every frame); ``ops``: the frame ops the
-        shift runs on (``afnet.backend.get_ops``; default the pure-PyTorch reference).
+        shift runs on (``afnet.backend.get_ops``; default the pure-PyTorch reference);
+        ``spatial`` ``[N*T, Gh, Gw]`` 0/1: the cells of the output computed (None: all).
         """
         y = masked_branch(
             x, self.branch_modules(), mask, num_segments=self.num_segments, shift_div=self.shift_div,
             fill_zero_response=self.fill_zero_response, ops=ops or reference_ops,
         )
+        if spatial is not None:
+            cells = upsample_cells(spatial, y.shape[-2:]).to(y.dtype)
+            y = y * cells
+            if self.fill_zero_response:
+                y = y + (1 - cells) * self.zero_response(x)
         if self.has_residual:
             shortcut = self.shortcut_modules()
             if shortcut is None:
@@ -74,6 +90,24 @@ class ResidualBlock(nn.Module):
                     s = m(s)
                 y = y + s
         return torch.relu(y) if self.last_relu else y
+
+
+    def zero_response(self, x: torch.Tensor) -> torch.Tensor:
+        """``F(0)`` ``[C_out, H', W']`` for frames shaped like ``x``, with BN's running statistics,
+        detached (a constant of the weights)."""
+        modules = self.branch_modules()
+        modes = [m.training for m in modules]
+        try:
+            with torch.no_grad():
+                for m in modules:
+                    m.train(False)
+                y = x.new_zeros((1,) + tuple(x.shape[1:]))
+                for m in modules:
+                    y = m(y)
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        return y[0]
 
 
 def masked_branch(

@@ -19,9 +19,19 @@ import torch
 import torch.nn as nn
 
 from afnet.engine.context import ExecutionContext
-from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
+from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation, SpatialNavigation, SpatialPolicy
 from afnet.models.blocks import block_type, conv1x1, make_shortcut
-from afnet.models.description import AFStageParts, Block, DescribedBackbone, GlobalPool, Layers, Part, run_dense_stage
+from afnet.models.description import (
+    AFStageParts,
+    Block,
+    DescribedBackbone,
+    FrameGate,
+    GlobalPool,
+    Layers,
+    Part,
+    SharedGate,
+    run_dense_stage,
+)
 from afnet.models.residual import SHIFT_DIV
 
 # depth -> (block, blocks per stage)
@@ -32,6 +42,9 @@ RESNET_DEPTHS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
     101: ("bottleneck", (4, 8, 18, 3)),
 }
 FUSIONS = ("dynamic", "additive")
+# Cells per side of the spatial grid in layer1..3. At 224 px the cells are 14, 7 and 7 px: large
+# enough that the 1-px halo of the 3x3 conv costs little (2-px cells pay 4x the 1x1 work).
+DEFAULT_GRIDS = (4, 4, 2)
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,11 @@ class StageOptions:
         fill_zero_response: unselected frames get ``shortcut + F(0)`` (released) or the residual only.
         soft_weights: navigation learns soft frame weights (paper Table 1); dense execution only.
         policy, rt: ``"navigation"`` or a fixed policy (``random``/``uniform``/``normal``) at ratio rt.
+        spatial: spatial navigation of every focal block (paper §3.3, ``afnet.layers.spatial``).
+        spatial_policy, rs: ``"navigation"`` or a fixed ``random``/``center`` policy at ratio rs.
+        grids: the cell grid ``G`` of each of the three stages.
+        first_layer_navigation: one temporal navigation after the stem decides the frames of every
+            focal block (the paper's ActivityNet variant with spatial navigation, §4.1).
     """
 
     shift: bool = False
@@ -58,6 +76,11 @@ class StageOptions:
     soft_weights: bool = False
     policy: str = "navigation"
     rt: Optional[float] = None
+    spatial: bool = False
+    spatial_policy: str = "navigation"
+    rs: Optional[float] = None
+    grids: Tuple[int, int, int] = DEFAULT_GRIDS
+    first_layer_navigation: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -72,6 +95,7 @@ class AFStage(nn.Module):
         in_channels, out_channels, num_blocks, stride: as in the released ``(in, out, blocks, stride)``.
         num_segments: T.
         options: see :class:`StageOptions`.
+        grid: this stage's spatial grid (with ``options.spatial``).
     """
 
     def __init__(
@@ -84,6 +108,7 @@ class AFStage(nn.Module):
         *,
         num_segments: int,
         options: StageOptions = StageOptions(),
+        grid: int = 1,
     ) -> None:
         super().__init__()
         if num_blocks < 2:
@@ -95,6 +120,8 @@ class AFStage(nn.Module):
         common = dict(shift_div=shift_div, num_segments=num_segments)
 
         def gate(c: int) -> nn.Module:
+            if options.first_layer_navigation:
+                return SharedGate(num_segments)
             if options.policy == "navigation":
                 return Navigation(c, num_segments, mix_frames=options.mix_frames, soft=options.soft_weights)
             return FixedPolicy(options.policy, options.rt, num_segments)
@@ -138,6 +165,17 @@ class AFStage(nn.Module):
                 )
             ]
         )
+        if options.spatial:
+
+            def spatial_gate(c: int) -> nn.Module:
+                if options.spatial_policy == "navigation":
+                    return SpatialNavigation(c, grid)
+                return SpatialPolicy(options.spatial_policy, options.rs, grid)
+
+            # Spatial gates read what the temporal gates read: the input of ample block i.
+            self.spatial_gen = nn.ModuleList(spatial_gate(in_channels if i == 0 else ample) for i in range(n))
+        else:
+            self.spatial_gen = None
 
     def parts(self) -> AFStageParts:
         """The stage's modules, as both interpreters read them."""
@@ -149,6 +187,7 @@ class AFStage(nn.Module):
             fusion=self.att_gen,
             fusion_relu=True,
             fuse=tuple(self.fusion),
+            spatial_gates=tuple(self.spatial_gen) if self.spatial_gen is not None else None,
         )
 
     def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -165,13 +204,17 @@ class AFResNet(DescribedBackbone):
     Args:
         depth: 18, 34, 50 or 101.
         num_segments: T.
-        options: the fields of :class:`StageOptions` (``shift`` also applies to ``layer4``).
+        options: the fields of :class:`StageOptions` (``shift`` also applies to ``layer4``);
+            ``grid`` (one G, or one per stage) sets ``grids``.
     """
 
     def __init__(self, depth: int = 50, *, num_segments: int, **options: Any) -> None:
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+        grid = options.pop("grid", None)
+        if grid is not None:
+            options["grids"] = (grid,) * 3 if isinstance(grid, int) else tuple(grid)
         stage_options = StageOptions(**options)
         block, layers = RESNET_DEPTHS[depth]
         expansion = block_type(block).expansion
@@ -182,9 +225,10 @@ class AFResNet(DescribedBackbone):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         stage = dict(num_segments=num_segments, options=stage_options)
         widths = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
-        self.layer1 = AFStage(block, 64, widths[0], layers[0], 2, **stage)
-        self.layer2 = AFStage(block, widths[0], widths[1], layers[1], 2, **stage)
-        self.layer3 = AFStage(block, widths[1], widths[2], layers[2], 1, **stage)
+        grids = stage_options.grids
+        self.layer1 = AFStage(block, 64, widths[0], layers[0], 2, grid=grids[0], **stage)
+        self.layer2 = AFStage(block, widths[0], widths[1], layers[1], 2, grid=grids[1], **stage)
+        self.layer3 = AFStage(block, widths[1], widths[2], layers[2], 1, grid=grids[2], **stage)
         Block = block_type(block)
         shift_div = SHIFT_DIV if stage_options.shift else 0
         self.layer4 = nn.Sequential(
@@ -201,6 +245,14 @@ class AFResNet(DescribedBackbone):
             )
         )
         self.feature_dim = widths[3]
+        # Registered last: the released checkpoints' keys come first and keep their order.
+        if stage_options.first_layer_navigation:
+            if stage_options.policy == "navigation":
+                self.navigation = Navigation(64, num_segments, mix_frames=stage_options.mix_frames)
+            else:
+                self.navigation = FixedPolicy(stage_options.policy, stage_options.rt, num_segments)
+        else:
+            self.navigation = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -217,7 +269,7 @@ class AFResNet(DescribedBackbone):
         for b in self.layer4:
             nn.init.zeros_(b.branch_modules()[-1].weight)
         for m in self.modules():
-            if isinstance(m, Navigation):
+            if isinstance(m, (Navigation, SpatialNavigation)):
                 m.reset_gate_bias()
 
     def stages(self) -> Sequence[AFStage]:
@@ -227,6 +279,7 @@ class AFResNet(DescribedBackbone):
         """Stem, the three AF stages, ``layer4``, the global pool: ``[N*T, 3, H, W] -> [N*T, C]``."""
         return [
             Layers((self.conv1, self.bn1, self.relu, self.maxpool)),
+            *([FrameGate(self.navigation)] if self.navigation is not None else []),
             *(stage.parts() for stage in self.stages()),
             *(Block(b) for b in self.layer4),
             GlobalPool(),

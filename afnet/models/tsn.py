@@ -112,10 +112,17 @@ class TSN(nn.Module):
 
     @property
     def navigation_modules(self) -> List[nn.Module]:
-        """The gates (navigation modules or fixed policies) in forward order."""
+        """The temporal gates (navigation modules or fixed policies) in forward order."""
         from afnet.layers import FixedPolicy, Navigation
 
         return [m for m in self.base_model.modules() if isinstance(m, (Navigation, FixedPolicy))]
+
+    @property
+    def is_spatial(self) -> bool:
+        """Whether the focal blocks also have spatial gates (``create_model(..., spatial=True)``)."""
+        from afnet.layers import SpatialNavigation, SpatialPolicy
+
+        return any(isinstance(m, (SpatialNavigation, SpatialPolicy)) for m in self.base_model.modules())
 
     @property
     def runs_sparse(self) -> bool:
@@ -176,14 +183,17 @@ class TSN(nn.Module):
         video: torch.Tensor,
         return_masks: bool = False,
         masks: Optional[Sequence[torch.Tensor]] = None,
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        spatial_masks: Optional[Sequence[torch.Tensor]] = None,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """Logits ``[N, num_classes]`` for ``video`` ``[N, T, 3, H, W]``.
 
         Args:
             return_masks: also return the masks, bool ``[N, T]`` per navigation module in
-                forward order.
+                forward order; a spatial model also returns its spatial masks, bool
+                ``[N, T, Gh, Gw]`` per focal block: ``(logits, masks, spatial_masks)``.
             masks: override every navigation decision with these ``[N, T]`` masks (in forward
                 order); for tests and benchmarks at exact ratios.
+            spatial_masks: override every spatial decision with these ``[N, T, Gh, Gw]`` masks.
         """
         self.check_video(video)
         n, t = video.shape[:2]
@@ -191,8 +201,11 @@ class TSN(nn.Module):
         budget = None if self.training else frames_per_module(
             self._frame_budget, self.num_segments, len(self.navigation_modules)
         )
+        if spatial_masks is not None and not self.is_spatial:
+            raise ValueError("spatial_masks: this model has no spatial navigation (create_model(..., spatial=True))")
         ctx = ExecutionContext(
-            get_ops(self._backend), forced_masks=masks, frame_budget=budget, skip_frames=self._execution == "sparse"
+            get_ops(self._backend), forced_masks=masks, frame_budget=budget, forced_cells=spatial_masks,
+            skip_frames=self._execution == "sparse",
         )
         on_engine = self.runs_sparse
         if on_engine and self._records_autograd(video):
@@ -215,6 +228,9 @@ class TSN(nn.Module):
         if self.new_fc is not None:
             out = self.new_fc(self.dropout(out))
         logits = out.reshape(n, t, -1).mean(dim=1)
-        if return_masks:
-            return logits, [g.detach() > 0.5 for g in gates]
-        return logits
+        if not return_masks:
+            return logits
+        frame_masks = [g.detach() > 0.5 for g in gates]
+        if not self.is_spatial:
+            return logits, frame_masks
+        return logits, frame_masks, [c.detach().reshape(n, t, *c.shape[1:]) > 0.5 for c in ctx.cell_masks]
