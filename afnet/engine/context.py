@@ -55,6 +55,8 @@ class ExecutionContext:
         exact: NaN-preserving epilogues in the inference plan (see ``afnet.engine.folding``).
         skip_frames: the engine computes only the selected frames (``execution="sparse"``);
             False computes every frame with the folded plan (``execution="folded"``).
+        pad_counts: round frame counts that are read up to a bucket (``"pow2"``), see
+            ``afnet.engine.selection``.
     """
 
     def __init__(
@@ -65,10 +67,12 @@ class ExecutionContext:
         forced_cells: Optional[Sequence[torch.Tensor]] = None,
         exact: bool = False,
         skip_frames: bool = True,
+        pad_counts: Optional[str] = None,
     ) -> None:
         self.ops = ops
         self.exact = exact
         self.skip_frames = skip_frames
+        self.pad_counts = pad_counts
         self._forced = list(forced_masks) if forced_masks is not None else None
         self._budget = list(frame_budget) if frame_budget is not None else None
         self._forced_cells = list(forced_cells) if forced_cells is not None else None

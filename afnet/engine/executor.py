@@ -146,7 +146,7 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
         base = run_block(ample_block, base, ctx)
     refine = x
     if ctx.skip_frames:
-        selections = select_stage(decisions, ctx.ops, cells or None)
+        selections = select_stage(decisions, ctx.ops, cells or None, ctx.pad_counts)
         for focal_block, selection in zip(stage.focal, selections):
             refine = run_focal_block(focal_block, refine, selection, ctx)
     else:

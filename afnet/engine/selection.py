@@ -7,6 +7,11 @@ policies, the frame budget): then K = N·k and nothing is read back. Otherwise
 (the released threshold rule, forced masks) the K's of all masks of the stage are
 read together: one host sync per stage.
 
+Counts that had to be read can be rounded up to a bucket (``pad_counts``): the index is then
+padded with -1 entries, which the gather turns into zero rows and the scatter ignores. The
+shapes then come from a small set (powers of two), so a compiled or CUDA-graphed stage is
+reused instead of rebuilt for every K.
+
 With spatial gates a focal block computes cells, not frames: its selection lists the cells
 ``(row, cy, cx)`` of selected frames that its spatial mask keeps, as flat ids
 ``row·Gh·Gw + cy·Gw + cx`` (:class:`CellSelection`).
@@ -22,7 +27,7 @@ import torch
 
 from afnet.engine.context import CellDecision, GateDecision
 
-__all__ = ["CellSelection", "FrameSelection", "count_selected", "select_stage"]
+__all__ = ["COUNT_BUCKETS", "CellSelection", "FrameSelection", "count_selected", "pow2_bucket", "select_stage"]
 
 
 @dataclass(frozen=True)
@@ -81,13 +86,23 @@ def count_selected(masks: Sequence[torch.Tensor]) -> List[int]:
     return torch.stack([m.ne(0).sum() for m in masks]).tolist()
 
 
+def pow2_bucket(count: int, limit: int) -> int:
+    """The smallest power of two >= ``count`` (0 stays 0), at most ``limit``."""
+    return min(limit, 1 << (count - 1).bit_length()) if count > 0 else 0
+
+
+COUNT_BUCKETS = {"pow2": pow2_bucket}
+
+
 def select_stage(
     decisions: Sequence[GateDecision],
     ops: ModuleType,
     cells: Optional[Sequence[CellDecision]] = None,
+    pad_counts: Optional[str] = None,
 ) -> List[Selection]:
     """The selections of one stage's focal blocks (cells where ``cells`` are given); at most one
-    host sync in total, none when every count is known from the gates."""
+    host sync in total, none when every count is known from the gates. With ``pad_counts``
+    (``"pow2"``) every count that was read is padded to the bucket of the stage's largest one."""
     masks: List[torch.Tensor] = []
     counts: List[Optional[int]] = []
     for i, d in enumerate(decisions):
@@ -101,7 +116,11 @@ def select_stage(
         counts.append(None if per_video is None else per_video * d.mask.shape[0])
     unknown = [i for i, c in enumerate(counts) if c is None]
     if unknown:
-        for i, c in zip(unknown, count_selected([masks[i] for i in unknown])):
+        read = count_selected([masks[i] for i in unknown])
+        if pad_counts is not None:
+            bucket = COUNT_BUCKETS[pad_counts](max(read), min(masks[i].numel() for i in unknown))
+            read = [bucket] * len(read)
+        for i, c in zip(unknown, read):
             counts[i] = c
     selections: List[Selection] = []
     for i, (d, mask, count) in enumerate(zip(decisions, masks, counts)):

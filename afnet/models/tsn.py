@@ -16,6 +16,9 @@ Runtime switches:
   cuDNN); None keeps the input's layout.
 - ``frame_budget``: None (the released threshold rule) or the ratio of frames each navigation
   module keeps in inference (``afnet.budget``).
+- ``pad_counts``: None, or ``"pow2"`` to pad the frame counts the threshold rule reads up to a
+  power of two (the padding rows are computed and dropped), so that ``torch.compile`` (e.g.
+  ``mode="reduce-overhead"``, CUDA graphs) sees a bounded set of shapes. Same results.
 
 The engine's plan is built on ``eval()`` and rebuilt whenever a parameter or buffer changes (their
 version counters, storage, dtype and device). Writes through ``param.data`` bypass version counters:
@@ -36,6 +39,7 @@ from afnet.engine.context import ExecutionContext
 from afnet.engine.executor import run_plan
 from afnet.engine.folding import memory_format_of, onednn_applies
 from afnet.engine.plan import PlanCache
+from afnet.engine.selection import COUNT_BUCKETS
 
 EXECUTIONS = ("dense", "sparse", "folded")
 
@@ -74,6 +78,7 @@ class TSN(nn.Module):
         self._execution = "sparse"
         self._backend = "kernels"
         self._frame_budget: FrameBudget = None
+        self._pad_counts: Optional[str] = None
         self.memory_format: Optional[torch.memory_format] = torch.channels_last
         self._plans = PlanCache()
         #: ``"sparse"``, ``"folded"`` or ``"dense"``: the path the last forward took (tests assert it).
@@ -109,6 +114,17 @@ class TSN(nn.Module):
     @frame_budget.setter
     def frame_budget(self, value: FrameBudget) -> None:
         self._frame_budget = validate_frame_budget(self, value)
+
+    @property
+    def pad_counts(self) -> Optional[str]:
+        """None (exact counts) or ``"pow2"`` (counts read by the threshold rule padded to powers of two)."""
+        return self._pad_counts
+
+    @pad_counts.setter
+    def pad_counts(self, value: Optional[str]) -> None:
+        if value is not None and value not in COUNT_BUCKETS:
+            raise ValueError(f"pad_counts must be None or one of {tuple(COUNT_BUCKETS)}, got {value!r}")
+        self._pad_counts = value
 
     @property
     def navigation_modules(self) -> List[nn.Module]:
@@ -205,7 +221,7 @@ class TSN(nn.Module):
             raise ValueError("spatial_masks: this model has no spatial navigation (create_model(..., spatial=True))")
         ctx = ExecutionContext(
             get_ops(self._backend), forced_masks=masks, frame_budget=budget, forced_cells=spatial_masks,
-            skip_frames=self._execution == "sparse",
+            skip_frames=self._execution == "sparse", pad_counts=self._pad_counts,
         )
         on_engine = self.runs_sparse
         if on_engine and self._records_autograd(video):
