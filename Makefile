@@ -15,13 +15,13 @@ export TORCH_CUDA_ARCH_LIST ?= 9.0
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: deps install test bench bench-ops clean
+.PHONY: deps install test bench bench-ops sdist-check clean
 
 $(VENV)/.deps-stamp: Makefile pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install $(TORCH_PIN)
-	$(PY) -m pip install ninja numpy pytest matplotlib av tqdm pyyaml onnx onnxscript onnxruntime
+	$(PY) -m pip install ninja build numpy pytest matplotlib av tqdm pyyaml onnx onnxscript onnxruntime
 	touch $@
 
 deps: $(VENV)/.deps-stamp
@@ -42,6 +42,10 @@ bench: install
 
 bench-ops: install
 	$(PY) benchmarks/ops.py
+
+# The sdist, installed into a fresh venv with only torch and the sdist, imports and runs (CI).
+sdist-check: deps
+	PY=$(PY) TORCH_PIN="$(TORCH_PIN)" .ci/sdist-roundtrip
 
 clean:
 	rm -rf build *.egg-info afnet_kernels/*.so $(VENV)/.build-stamp

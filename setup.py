@@ -2,12 +2,16 @@
 
 Always builds the CPU extension ``afnet_kernels._C`` (schema + CPU kernels).
 Builds the CUDA extension ``afnet_kernels._C_cuda`` when ``FORCE_CUDA=1``, or
-when nvcc is found (via CUDA_HOME) and a GPU is visible.
+when nvcc is found (via CUDA_HOME) and a GPU is visible; never with ``FORCE_CUDA=0``.
 
 Environment: TORCH_CUDA_ARCH_LIST (CUDA targets), MAX_JOBS (parallel compile
 jobs, read by ninja), DEBUG=1 (-O0 -g), NVCC_FLAGS (extra nvcc flags),
-FORCE_CUDA=1 (build CUDA without a visible GPU). Install with
+FORCE_CUDA=1 (build CUDA without a visible GPU) or 0 (CPU only). Install with
 ``pip install --no-build-isolation -e .`` so the build uses the installed torch.
+
+The compiled extensions use torch's C++ ABI, which changes between torch releases,
+so the package requires exactly the torch release it was built with
+(``torch==X.Y.Z``, without the local ``+cu130``/``+cpu`` part).
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"0", "false", "no", "off"}
+
+
+def torch_requirement() -> str:
+    """The torch release the extensions are compiled against (their ABI), as a requirement."""
+    release = torch.__version__.split("+")[0]
+    return f"torch=={release}"
+
+
 def sources(pattern: str) -> list[str]:
     # Relative paths keep the build reproducible across checkouts.
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(str(CSRC / pattern)))
@@ -50,6 +64,8 @@ def nvcc_path() -> str | None:
 def cuda_wanted(nvcc: str | None, cuda_sources: list[str]) -> tuple[bool, str]:
     if not cuda_sources:
         return False, "no csrc/cuda/*.cu sources"
+    if env_off("FORCE_CUDA"):
+        return False, "FORCE_CUDA=0"
     if env_flag("FORCE_CUDA"):
         if nvcc is None:
             raise RuntimeError(
@@ -110,7 +126,7 @@ def extensions() -> list:
             )
         )
 
-    log(f"torch {torch.__version__} (CUDA {torch.version.cuda}), debug={debug}")
+    log(f"torch {torch.__version__} (CUDA {torch.version.cuda}), debug={debug}; requires {torch_requirement()}")
     log(f"CPU extension afnet_kernels._C: {len(cpu.sources)} sources, cxx flags {cxx_flags + openmp}")
     if build_cuda:
         log(
@@ -125,6 +141,8 @@ def extensions() -> list:
 
 
 setup(
+    # Dynamic in pyproject.toml: the torch pin depends on the torch this build uses.
+    install_requires=[torch_requirement(), "torchvision", "numpy"],
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -380,3 +380,22 @@ def test_folded_execution_computes_every_frame_with_the_plan() -> None:
     # Every focal conv ran on all 6 frames: more work than the sparse run, none skipped.
     assert folded_macs.macs > sparse_macs.macs
     assert all(rows == 6 for (rows, *_), _ in folded_macs.by_shape.items())
+
+
+@pytest.mark.skipif(not hasattr(afnet_kernels.reference, "gather_tiles"), reason="needs the -1 padding semantics")
+def test_padded_counts_equal_exact_counts() -> None:
+    T = 4
+    model = build_model("af_resnet50", T, shift=True).double()
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    masks = random_masks(num_gates(model), 2, T, seed=14)
+    exact = run(model, video, "sparse", masks, "kernels")[0]
+    model.pad_counts = "pow2"
+    for backend in sparse_backends():
+        with count_macs() as counter:
+            padded = run(model, video, "sparse", masks, backend)[0]
+        assert relative_error(padded, exact) < 1e-12
+        # Every focal batch is a power of two (the stage's largest count, rounded up).
+        focal_rows = {key[0] for key in counter.by_shape if key[1:3] in ((64, 256), (128, 512), (256, 1024))}
+        assert focal_rows and all(r & (r - 1) == 0 for r in focal_rows), focal_rows
+    with pytest.raises(ValueError, match="pad_counts must be None or one of"):
+        model.pad_counts = "fib"

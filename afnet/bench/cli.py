@@ -8,10 +8,13 @@ here, baselines included); ``--no-channels-last`` turns it off.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 
@@ -24,6 +27,10 @@ DTYPES = {
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
 CPU_REPEATS, CPU_WARMUP = 11, 1
 CUDA_REPEATS, CUDA_WARMUP = 30, 5
+MAX_SIZE = 1024
+# The networks downsample 32x: at --size 32 the last stage (and the AF stages' ample branches)
+# see 1x1 maps, so the calibration pass's BN batch statistics need more than one frame.
+DOWNSAMPLE = 32
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -41,9 +48,12 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 
 def _size(text: str) -> int:
-    value = _int_at_least(32)(text)
-    if value % 32:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 32 (the networks downsample 32x), got {value}")
+    value = _int_at_least(DOWNSAMPLE)(text)
+    if value % DOWNSAMPLE:
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of {DOWNSAMPLE} (the networks downsample {DOWNSAMPLE}x), got {value}")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIZE}, got {value}")
     return value
 
 
@@ -83,7 +93,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--frames", type=_int_at_least(1), default=8,
                    help="frames of the main comparison (default 8); the 'more is less' entries use 1.5x")
     b.add_argument("--threads", type=_int_at_least(1), default=None,
-                   help="torch intra-op threads (default: the CPUs this process may use)")
+                   help=f"torch intra-op threads, at most the CPUs this process may use (default: all "
+                   f"{_default_threads()})")
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model in channels_last (default on)")
     b.add_argument("--quick", action="store_true",
@@ -95,13 +106,16 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--warmup", type=_int_at_least(0), default=None,
                    help=f"untimed calls per model first (default {CPU_WARMUP} CPU, {CUDA_WARMUP} CUDA)")
     b.add_argument("--number", type=_int_at_least(1), default=1, help="calls averaged into one sample")
-    b.add_argument("--size", type=_size, default=224, help="frame height and width (default 224; small for tests)")
+    b.add_argument("--size", type=_size, default=224,
+                   help=f"frame height and width, a multiple of {DOWNSAMPLE} up to {MAX_SIZE} "
+                   "(default 224; small for tests)")
     b.add_argument("--only", default="",
-                   help="comma-separated substrings of entry keys to keep (baselines are always kept), "
-                   "e.g. 'rt0.25,mobilenet'")
+                   help="comma-separated substrings of entry keys to keep (baselines are always kept); each "
+                   "must match an entry, e.g. 'rt0.25,mobilenet'")
     b.add_argument("--profile", default="",
                    help="comma-separated substrings of entry keys to profile after timing (torch.profiler "
-                   "top ops, printed and written to profile_<key>.txt), e.g. 'rt0.25-sparse'")
+                   "top ops, printed and written to profile_<key>.txt); each must match a timed entry, "
+                   "e.g. 'rt0.25-sparse'")
     b.add_argument("--backend", choices=("kernels", "torch"), default="kernels",
                    help="frame ops of the AF models: compiled afnet_kernels or the pure-PyTorch reference")
     b.add_argument("--fold-baselines", action=argparse.BooleanOptionalAction, default=True,
@@ -118,8 +132,9 @@ def _substrings(text: str) -> Tuple[str, ...]:
 
 
 def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """Fill the device-dependent defaults and validate combinations (``parser.error`` on bad ones)."""
-    from afnet.bench.config import BenchConfig
+    """Fill the device-dependent defaults and validate every argument before any work starts
+    (``parser.error`` naming the flag on a bad one)."""
+    from afnet.bench.config import BenchConfig, default_suite
 
     device = args.device
     if device == "auto":
@@ -132,18 +147,62 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if on_cuda else torch.float32)
     if dtype == torch.float16 and not on_cuda:
         parser.error("argument --dtype: float16 is only supported on CUDA; use float32 or bfloat16 on the CPU")
+    cpus = _default_threads()
+    if args.threads is not None and args.threads > cpus:
+        parser.error(f"argument --threads: must be at most {cpus} (the CPUs this process may use), got {args.threads}")
+    batch = args.batch or (8 if on_cuda else 1)
+    _check_bn_batch(parser, batch, args.frames, args.size)
     quick = args.quick
     repeats = args.repeats or (QUICK_REPEATS if quick else CUDA_REPEATS if on_cuda else CPU_REPEATS)
     warmup = args.warmup if args.warmup is not None else (
         QUICK_WARMUP if quick else CUDA_WARMUP if on_cuda else CPU_WARMUP)
-    return BenchConfig(
-        device=device, dtype=dtype, batch=args.batch or (8 if on_cuda else 1), frames=args.frames,
-        threads=args.threads or _default_threads(), channels_last=args.channels_last, size=args.size,
+    cfg = BenchConfig(
+        device=device, dtype=dtype, batch=batch, frames=args.frames,
+        threads=args.threads or cpus, channels_last=args.channels_last, size=args.size,
         repeats=repeats, warmup=warmup, number=args.number, quick=quick, num_classes=args.num_classes,
         seed=args.seed, backend=args.backend, fold_baselines=args.fold_baselines,
         only=_substrings(args.only), profile=_substrings(args.profile), out=args.out, plot=args.plot,
         verbose=args.verbose,
     )
+    _check_substrings(parser, "--only", cfg.only, [e.key for e in default_suite(dataclasses.replace(cfg, only=()))])
+    _check_substrings(parser, "--profile", cfg.profile, [e.key for e in default_suite(cfg)])
+    if cfg.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("argument --no-plot: matplotlib is not installed, so the PNG cannot be drawn; "
+                     "pip install 'afnet[plot]', or pass --no-plot")
+    _check_out(parser, cfg.out)
+    return cfg
+
+
+def _check_bn_batch(parser: argparse.ArgumentParser, batch: int, frames: int, size: int) -> None:
+    """The calibration pass sets BN statistics from one training-mode forward, and BN needs more
+    than one value per channel: ``batch * frames`` frames of ``(size / 32)²`` pixels at the end."""
+    values = batch * frames * (size // DOWNSAMPLE) ** 2
+    if values < 2:
+        parser.error(
+            f"argument --frames: must be >= 2 with --batch {batch} and --size {size}: the models are calibrated "
+            f"with one training-mode pass, whose BatchNorm needs more than one value per channel, and at size "
+            f"{size} the last stage sees {size // DOWNSAMPLE}x{size // DOWNSAMPLE} maps of {batch * frames} frame(s) "
+            f"(or raise --size or --batch)"
+        )
+
+
+def _check_substrings(parser: argparse.ArgumentParser, flag: str, wanted: Sequence[str], keys: Sequence[str]) -> None:
+    unmatched = [s for s in wanted if not any(s in k for k in keys)]
+    if unmatched:
+        parser.error(f"argument {flag}: {', '.join(map(repr, unmatched))} matches no entry; the entries are: "
+                     + ", ".join(keys))
+
+
+def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Create ``out`` and write a probe file in it now, not after the whole benchmark ran."""
+    if out.exists() and not out.is_dir():
+        parser.error(f"argument --out: {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".afnet-bench-probe-"):
+            pass
+    except OSError as exc:
+        parser.error(f"argument --out: cannot write to {out}: {exc.strerror or exc}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
