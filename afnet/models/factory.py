@@ -137,7 +137,8 @@ def computation_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     """The entries of a ``create_model`` config that change what the model computes, resolved.
 
     Everything counts except ``dropout`` (active in training only), ``rt`` under
-    ``policy="navigation"`` (the ratio-loss target of training, not used by the forward) and
+    ``policy="navigation"`` and ``rs`` under ``spatial_policy="navigation"`` (ratio-loss targets of
+    training, not used by the forward), the spatial settings without ``spatial=True``, and
     ``shift`` for ``af_mobilenetv3`` (which always shifts). Lists become tuples (``grid=[4, 4, 2]``
     builds what ``grid=(4, 4, 2)`` does).
     """
@@ -145,6 +146,11 @@ def computation_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     resolved.pop("dropout", None)
     if resolved.get("policy") == "navigation":
         resolved.pop("rt", None)
+    if not resolved.get("spatial", False):  # the spatial settings of a model without spatial gates
+        for name in ("spatial_policy", "rs", "grid"):
+            resolved.pop(name, None)
+    elif resolved.get("spatial_policy") == "navigation":  # rs: a training target, like rt
+        resolved.pop("rs", None)
     if resolved.get("arch") == "af_mobilenetv3":
         resolved.pop("shift", None)
     return resolved
