@@ -152,9 +152,12 @@ def test_tiles_run_on_the_computed_cells_only() -> None:
     run(model, video, "sparse")  # plan and F(0)
     with count_macs() as counter:
         run(model, video, "sparse")
-    # layer1's focal conv3 (64 -> 256) ran on tiles of 4 cells x 3 frames of a 4x4 grid (16x16 px).
-    tiles = [(key, calls) for key, calls in counter.by_shape.items() if key[1:3] == (64, 256) and key[3] == 4]
-    assert tiles == [((3, 64, 256, 4, 4), 2)], counter.by_shape
+    # layer1 is 16x16 px in a 4x4 grid: its 2 focal blocks' conv3 (64 -> 256) ran once each, on
+    # 4 cells x 3 frames = 12 tiles of 4x4 px (the halo is gone after the 3x3 conv)...
+    assert counter.by_shape[(12, 64, 256, 4, 4)] == 2, counter.by_shape
+    # ... and their conv1 (64 -> 64) on the same tiles with a 1-px halo: 6x6.
+    assert counter.by_shape[(12, 64, 64, 6, 6)] == 1 and counter.by_shape[(12, 256, 64, 6, 6)] == 1
+    assert (3, 64, 256, 16, 16) not in counter.by_shape  # no focal conv3 on whole frames
 
 
 def test_spatial_model_api_and_checkpoint_report() -> None:

@@ -29,6 +29,7 @@ from afnet.engine.plan import BlockPlan, InferencePlan, LayersPlan, StagePlan
 from afnet.engine.selection import CellSelection, Selection, select_stage
 from afnet.layers.spatial import upsample_cells
 from afnet.models.description import FrameGate, GlobalPool
+from afnet_kernels.reference import tile_valid_mask
 
 __all__ = ["run_plan", "run_block", "run_focal_block", "run_masked_focal_block", "run_stage", "zero_response"]
 
@@ -84,9 +85,10 @@ def run_focal_block(block: BlockPlan, x: torch.Tensor, selection: Selection, ctx
         return out.relu_() if block.relu else out
     if isinstance(selection, CellSelection):
         return _run_focal_tiles(block, x, selection, shortcut, fill, ctx)
-    rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div)
+    # The indices come from select_frames: valid by construction, so no check (a host read on CUDA).
+    rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div, validate=False)
     computed = run_steps(block.branch, rows, ctx.exact)
-    return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu)
+    return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu, validate=False)
 
 
 def _run_focal_tiles(
@@ -100,18 +102,16 @@ def _run_focal_tiles(
     """Gather the selected cells as tiles with a halo (shift fused), run the VALID branch on them,
     zeroing halo pixels outside the image where a later conv would have padded with zeros, and
     scatter the cells into the shortcut with ``F(0)`` elsewhere."""
-    from afnet_kernels.reference import tile_valid_mask  # TODO(lead): top-level once the tile ops land
-
     tiles = block.tiles
     size = tuple(x.shape[-2:])  # focal blocks keep their input's size
     y = ctx.ops.gather_tiles(
-        x, selection.index, selection.grid, size, 1, tiles.halo, block.num_segments, block.shift_div
+        x, selection.index, selection.grid, size, 1, tiles.halo, block.num_segments, block.shift_div, validate=False
     )
     for step, halo in zip(tiles.steps, tiles.halos):
         y = step(y, ctx.exact)
         if halo and isinstance(step, FoldedConv):
             y = y.mul_(tile_valid_mask(selection.index, selection.grid, size, size, 1, halo).to(y.dtype))
-    return ctx.ops.scatter_tiles(shortcut, y, selection.index, selection.grid, fill, block.relu)
+    return ctx.ops.scatter_tiles(shortcut, y, selection.index, selection.grid, fill, block.relu, validate=False)
 
 
 def run_masked_focal_block(

@@ -125,7 +125,7 @@ def select_stage(
     selections: List[Selection] = []
     for i, (d, mask, count) in enumerate(zip(decisions, masks, counts)):
         n, t = d.mask.shape
-        index = ops.select_frames(mask, num_selected=count)[0]
+        index = ops.select_frames(mask, num_selected=count, validate=False)[0]
         if cells is None:
             selections.append(FrameSelection(index, count, t, n * t))
         else:
