@@ -238,3 +238,15 @@ def test_random_state_covers_spatial_gates() -> None:
     model = spatial_model()
     state = random_state_like(model, 3)
     assert any(".spatial_gen." in k for k in state)
+
+
+def test_a_policy_keeping_every_cell_takes_the_frame_path() -> None:
+    model = spatial_model(policy="uniform", rt=1.0, spatial_policy="center", rs=1.0)
+    video = clip(n=1, size=64)
+    run(model, video, "sparse")
+    with count_macs() as counter:
+        out = run(model, video, "sparse")[0]
+    # layer1's focal conv3 on the 3 whole 16x16 frames (with the shortcut's 1x1: 2 + 1 calls), no tiles.
+    assert counter.by_shape[(3, 64, 256, 16, 16)] == 3
+    assert not any(size == 6 for _, _, _, size, _ in counter.by_shape)
+    assert relative_error(out, run(model, video, "dense")[0]) < 1e-5

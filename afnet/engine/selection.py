@@ -105,9 +105,11 @@ def select_stage(
     (``"pow2"``) every count that was read is padded to the bucket of the stage's largest one."""
     masks: List[torch.Tensor] = []
     counts: List[Optional[int]] = []
+    # A spatial policy known to keep every cell needs no tiles: the frame path has no halo to pay.
+    tiled = [cells is not None and cells[i].per_frame != cells[i].mask[0].numel() for i in range(len(decisions))]
     for i, d in enumerate(decisions):
         per_video = d.per_video
-        if cells is None:
+        if not tiled[i]:
             masks.append(d.mask)
         else:
             masks.append(_cell_mask(d, cells[i]))
@@ -126,7 +128,7 @@ def select_stage(
     for i, (d, mask, count) in enumerate(zip(decisions, masks, counts)):
         n, t = d.mask.shape
         index = ops.select_frames(mask, num_selected=count, validate=False)[0]
-        if cells is None:
+        if not tiled[i]:
             selections.append(FrameSelection(index, count, t, n * t))
         else:
             selections.append(CellSelection(index, count, tuple(cells[i].mask.shape[1:]), t))
