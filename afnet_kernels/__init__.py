@@ -1,7 +1,8 @@
-"""Frame gather/scatter and branch-fusion ops for AFNet, on CPU and CUDA.
+"""Frame and spatial-tile gather/scatter and branch-fusion ops for AFNet, on CPU and CUDA.
 
 Public ops (each also ``torch.ops.afnet_kernels.<name>``): ``select_frames``,
-``gather_frames``, ``scatter_frames``, ``blend_branches``, ``pool_branches``.
+``gather_frames``, ``scatter_frames``, ``blend_branches``, ``pool_branches``,
+``gather_tiles``, ``scatter_tiles``.
 ``backends()`` says which implementations were built and are usable here;
 ``reference`` holds the pure-PyTorch versions (test oracle and fallback).
 """
@@ -17,21 +18,23 @@ from afnet_kernels._loader import CPU_LIB, CUDA_LIB
 from afnet_kernels.ops import (
     blend_branches,
     gather_frames,
+    gather_tiles,
     pool_branches,
     scatter_frames,
+    scatter_tiles,
     select_frames,
-    trusted_indices,
 )
 
 __all__ = [
     "backends",
     "blend_branches",
     "gather_frames",
+    "gather_tiles",
     "pool_branches",
     "reference",
     "scatter_frames",
+    "scatter_tiles",
     "select_frames",
-    "trusted_indices",
 ]
 
 

@@ -3,18 +3,31 @@
 Each public function calls ``torch.ops.afnet_kernels.<name>`` (CPU kernels from
 ``_C``, CUDA kernels from ``_C_cuda``). When ``_C`` is missing they call the
 pure-PyTorch ``afnet_kernels.reference`` instead (a warning was logged at
-import). All ops are deterministic: every output element has one writer.
+import).
 
 Layout convention: a clip batch of ``N`` videos with ``T`` frames is stored
 frame-major as ``[N*T, C, H, W]``, row ``n*T + t``. Outputs keep the input's
 memory format (contiguous or channels_last, see ``reference.memory_format``).
+
+Index tensors are int64; ``-1`` is padding: gathers return zeros for it and
+scatters ignore it. ``validate=True`` (the default) checks every other value
+(range; distinctness for scatters) and raises the same message on CPU, on
+CUDA and in the reference; on CUDA it costs one device->host read.
+``validate=False`` means the caller vouches for the values (e.g. indices made
+by ``select_frames``): CUDA reads nothing back, and a bad value stops the
+kernel with a device-side assert, as PyTorch's own CUDA index ops do. The CPU
+always validates (it reads the values anyway).
+
+Determinism: every op is deterministic on the CPU. On CUDA every op is
+deterministic except two backward passes that add with atomics: the gather
+backward (``_gather_frames_backward``) when the index repeats a row, and the
+tile gather backward (``_gather_tiles_backward``), whose tiles overlap in their
+halos.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from typing import Iterator, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -28,25 +41,11 @@ __all__ = [
     "scatter_frames",
     "blend_branches",
     "pool_branches",
-    "trusted_indices",
+    "gather_tiles",
+    "scatter_tiles",
 ]
 
-_trusted = contextvars.ContextVar("afnet_kernels_trusted_indices", default=False)
-
-
-@contextlib.contextmanager
-def trusted_indices() -> Iterator[None]:
-    """Skips the index range check of CUDA gather/scatter inside the block.
-
-    The check costs one host sync per call. Use this only where the indices
-    come from ``select_frames`` (always in range and distinct). The CUDA
-    kernels never access memory out of bounds either way.
-    """
-    token = _trusted.set(True)
-    try:
-        yield
-    finally:
-        _trusted.reset(token)
+Pair = Union[int, Sequence[int]]
 
 
 def _compiled(t: Tensor) -> bool:
@@ -61,53 +60,51 @@ def _compiled(t: Tensor) -> bool:
     return True
 
 
-def _check_index_range(op: str, index: Tensor, limit: int) -> None:
-    """Range check of CUDA indices (the C++ entry points never sync)."""
-    if (
-        not index.is_cuda
-        or index.dtype != torch.int64
-        or index.numel() == 0
-        or _trusted.get()
-        or torch.compiler.is_compiling()
-    ):
-        return
-    lo, hi = torch.stack(torch.aminmax(index)).tolist()
-    if lo < 0 or hi >= limit:
-        raise RuntimeError(
-            f"{op}: index is out of range: expected 0 <= index < {limit}, got values in [{lo}, {hi}]"
-        )
+def _pair_list(value: Pair, name: str) -> List[int]:
+    return list(reference._pair(value, name))
 
 
-def select_frames(mask: Tensor, num_selected: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+def select_frames(
+    mask: Tensor, num_selected: Optional[int] = None, *, validate: bool = True
+) -> Tuple[Tensor, Tensor]:
     """Indices of the selected frames.
 
     Args:
         mask: ``[N, T]``, bool or 0/1.
-        num_selected: ``K`` if the caller knows it; on CUDA this avoids the one
-            host sync (reading ``K``).
+        num_selected: the length ``K'`` of ``index`` if the caller knows a bound: at least
+            the number ``K`` of selected frames; entries past ``K`` are -1 (padding-bucket
+            mode, for static shapes). None: ``K' = K``, read from the device on CUDA.
+        validate: check ``num_selected >= K``. On CUDA this is a host read; with
+            ``validate=False`` and ``num_selected`` given the op reads nothing back.
 
     Returns:
-        ``index`` int64 ``[K]``: selected rows ``n*T + t``, ascending.
+        ``index`` int64 ``[K']``: selected rows ``n*T + t``, ascending, then -1.
         ``inverse`` int64 ``[N*T]``: each row's position in ``index`` or -1.
 
     Equivalent PyTorch: ``afnet_kernels.reference.select_frames``.
     """
     if not _compiled(mask):
-        return reference.select_frames(mask, num_selected)
-    return torch.ops.afnet_kernels.select_frames(mask, num_selected)
+        return reference.select_frames(mask, num_selected, validate=validate)
+    return torch.ops.afnet_kernels.select_frames(mask, num_selected, validate)
 
 
 def gather_frames(
-    x: Tensor, index: Tensor, num_segments: Optional[int] = None, shift_div: int = 0
+    x: Tensor,
+    index: Tensor,
+    num_segments: Optional[int] = None,
+    shift_div: int = 0,
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """Rows of ``x`` at ``index``, TSM-shifted on the fly when ``shift_div > 0``.
 
     Args:
         x: ``[N*T, C, H, W]``.
-        index: int64 ``[K]`` (repeats allowed).
+        index: int64 ``[K]``; repeats allowed (as ``index_select``), -1 gives a zero row.
         num_segments: ``T``; required when ``shift_div > 0``.
         shift_div: channels ``[0, C//div)`` read frame t+1, ``[C//div, 2*C//div)``
             frame t-1, zeros at clip edges; 0 = no shift.
+        validate: see the module docstring.
 
     Returns ``[K, C, H, W]`` = ``temporal_shift(x)[index]``, without building the
     shifted tensor. Differentiable in ``x``.
@@ -115,9 +112,8 @@ def gather_frames(
     Equivalent PyTorch: ``afnet_kernels.reference.gather_frames``.
     """
     if not _compiled(x):
-        return reference.gather_frames(x, index, num_segments, shift_div)
-    _check_index_range("gather_frames", index, x.shape[0] if x.dim() > 0 else 0)
-    return torch.ops.afnet_kernels.gather_frames(x, index, num_segments or 0, shift_div)
+        return reference.gather_frames(x, index, num_segments, shift_div, validate=validate)
+    return torch.ops.afnet_kernels.gather_frames(x, index, num_segments or 0, shift_div, validate)
 
 
 def scatter_frames(
@@ -126,25 +122,29 @@ def scatter_frames(
     index: Tensor,
     fill: Optional[Tensor] = None,
     relu: bool = False,
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """Residual scatter: row ``index[k]`` = ``base[index[k]] + src[k]``, others ``base + fill``.
 
     Args:
         base: ``[N*T, C, H, W]``.
         src: ``[K, C, H, W]``.
-        index: int64 ``[K]``, distinct rows of ``base``.
+        index: int64 ``[K]``, distinct rows of ``base``; -1 entries (and their ``src``
+            rows) are ignored.
         fill: ``None``, ``[C]`` or ``[C, H, W]``, added to the rows not in ``index``.
-        relu: apply ReLU last.
+        relu: apply ReLU last (NaN stays NaN, as ``torch.relu``).
+        validate: see the module docstring.
 
-    Returns a new ``[N*T, C, H, W]`` tensor (inputs are not modified).
-    Differentiable in ``base``, ``src`` and ``fill``.
+    Returns a new ``[N*T, C, H, W]`` tensor (inputs are not modified); every output
+    element has one writer, so the result is deterministic. Differentiable in
+    ``base``, ``src`` and ``fill``.
 
     Equivalent PyTorch: ``afnet_kernels.reference.scatter_frames``.
     """
     if not _compiled(base):
-        return reference.scatter_frames(base, src, index, fill, relu)
-    _check_index_range("scatter_frames", index, base.shape[0] if base.dim() > 0 else 0)
-    return torch.ops.afnet_kernels.scatter_frames(base, src, index, fill, relu)
+        return reference.scatter_frames(base, src, index, fill, relu, validate=validate)
+    return torch.ops.afnet_kernels.scatter_frames(base, src, index, fill, relu, validate)
 
 
 def blend_branches(ample: Tensor, focal: Tensor, theta: Tensor, relu: bool = True) -> Tensor:
@@ -181,16 +181,106 @@ def pool_branches(ample: Tensor, focal: Tensor) -> Tensor:
     return torch.ops.afnet_kernels.pool_branches(ample, focal)
 
 
+def gather_tiles(
+    x: Tensor,
+    index: Tensor,
+    grid: Pair,
+    out_size: Pair,
+    stride: int = 1,
+    halo: int = 1,
+    num_segments: Optional[int] = None,
+    shift_div: int = 0,
+    *,
+    validate: bool = True,
+) -> Tensor:
+    """Input tiles of spatial cells (block + halo), zero outside the image, TSM shift fused.
+
+    The block's output ``H_out x W_out`` is cut into ``Gh x Gw`` cells; along an axis of
+    length ``L`` with ``G`` cells, cell ``i`` covers ``[floor(i*L/G), floor((i+1)*L/G))``.
+    Tile ``k`` is the input window the outputs of cell ``index[k]`` read through a conv of
+    ``stride`` with ``halo`` pixels of reach (1 for a 3x3 conv).
+
+    Args:
+        x: the block input ``[N*T, C, H_in, W_in]``.
+        index: int64 ``[K]`` cell ids ``row*Gh*Gw + cy*Gw + cx`` (repeats allowed; -1 gives
+            a zero tile).
+        grid: ``(Gh, Gw)`` (or one int for both), ``1 <= G <= out_size``.
+        out_size: ``(H_out, W_out)`` of the block.
+        stride, halo: the conv; tile k starts at input pixel ``cell_start*stride - halo``.
+        num_segments, shift_div: the TSM shift, as for ``gather_frames``.
+        validate: see the module docstring.
+
+    Returns ``[K, C, Th, Tw]``, ``Th = (ceil(H_out/Gh) - 1)*stride + 1 + 2*halo``.
+    Differentiable in ``x`` (the overlapping tiles' gradients add up).
+
+    Equivalent PyTorch: ``afnet_kernels.reference.gather_tiles``.
+    """
+    grid_, out_size_ = _pair_list(grid, "grid"), _pair_list(out_size, "out_size")
+    if not _compiled(x):
+        return reference.gather_tiles(
+            x, index, grid_, out_size_, stride, halo, num_segments, shift_div, validate=validate
+        )
+    return torch.ops.afnet_kernels.gather_tiles(
+        x, index, grid_, out_size_, stride, halo, num_segments or 0, shift_div, validate
+    )
+
+
+def scatter_tiles(
+    base: Tensor,
+    src: Tensor,
+    index: Tensor,
+    grid: Pair,
+    fill: Optional[Tensor] = None,
+    relu: bool = False,
+    *,
+    validate: bool = True,
+) -> Tensor:
+    """Residual scatter of computed cells: the tile counterpart of ``scatter_frames``.
+
+    Each output pixel ``(r, y, x)`` is ``base + src[k][y - y0, x - x0]`` when its cell is
+    ``index[k]`` (cell origin ``y0, x0``), else ``base + fill``; then ReLU if asked.
+
+    Args:
+        base: ``[N*T, C, H_out, W_out]``.
+        src: ``[K, C, Sh, Sw]``, ``Sh = ceil(H_out/Gh)``; pixels beyond a smaller cell's
+            extent are ignored.
+        index: int64 ``[K]`` distinct cell ids; -1 entries (and their tiles) are ignored.
+        grid: ``(Gh, Gw)`` (or one int for both).
+        fill: ``None``, ``[C]`` or ``[C, H_out, W_out]``.
+        relu: apply ReLU last.
+        validate: see the module docstring.
+
+    Returns a new ``[N*T, C, H_out, W_out]`` tensor; every output element has one writer
+    (deterministic). Differentiable in ``base``, ``src`` and ``fill``.
+
+    Equivalent PyTorch: ``afnet_kernels.reference.scatter_tiles``.
+    """
+    grid_ = _pair_list(grid, "grid")
+    if not _compiled(base):
+        return reference.scatter_tiles(base, src, index, grid_, fill, relu, validate=validate)
+    return torch.ops.afnet_kernels.scatter_tiles(base, src, index, grid_, fill, relu, validate)
+
+
+# --- fake kernels (torch.compile, torch.export) ----------------------------------------------
+
+
 def _empty(shape: Tuple[int, ...], like: Tensor, layout_of: Tensor) -> Tensor:
     fmt = reference.memory_format(layout_of) if len(shape) == 4 else torch.contiguous_format
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def _tile_shape(grid: Sequence[int], out_size: Sequence[int], stride: int, halo: int) -> Tuple[int, int]:
+    """``(Th, Tw)`` of ``gather_tiles``."""
+    return tuple(((-(-length // cells)) - 1) * stride + 1 + 2 * halo for cells, length in zip(grid, out_size))  # type: ignore[return-value]
 
 
 def _register_fakes() -> None:
     lib = "afnet_kernels::"
 
     @torch.library.register_fake(lib + "select_frames")
-    def _select_fake(mask: Tensor, num_selected: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    def _select_fake(
+        mask: Tensor, num_selected: Optional[int] = None, validate: bool = True
+    ) -> Tuple[Tensor, Tensor]:
         count = num_selected
         if count is None:
             count = torch.library.get_ctx().new_dynamic_size()
@@ -198,18 +288,25 @@ def _register_fakes() -> None:
         return index, mask.new_empty((mask.numel(),), dtype=torch.int64)
 
     @torch.library.register_fake(lib + "gather_frames")
-    def _gather_fake(x: Tensor, index: Tensor, num_segments: int = 0, shift_div: int = 0) -> Tensor:
+    def _gather_fake(
+        x: Tensor, index: Tensor, num_segments: int = 0, shift_div: int = 0, validate: bool = True
+    ) -> Tensor:
         return _empty((index.shape[0], *x.shape[1:]), x, x)
 
     @torch.library.register_fake(lib + "_gather_frames_backward")
     def _gather_backward_fake(
-        grad: Tensor, index: Tensor, num_rows: int, num_segments: int, shift_div: int
+        grad: Tensor, index: Tensor, num_rows: int, num_segments: int, shift_div: int, validate: bool = True
     ) -> Tensor:
         return _empty((num_rows, *grad.shape[1:]), grad, grad)
 
     @torch.library.register_fake(lib + "scatter_frames")
     def _scatter_fake(
-        base: Tensor, src: Tensor, index: Tensor, fill: Optional[Tensor] = None, relu: bool = False
+        base: Tensor,
+        src: Tensor,
+        index: Tensor,
+        fill: Optional[Tensor] = None,
+        relu: bool = False,
+        validate: bool = True,
     ) -> Tensor:
         return _empty(tuple(base.shape), base, base)
 
@@ -232,12 +329,57 @@ def _register_fakes() -> None:
     def _pool_fake(ample: Tensor, focal: Tensor) -> Tensor:
         return focal.new_empty((focal.shape[0], focal.shape[1]))
 
+    @torch.library.register_fake(lib + "gather_tiles")
+    def _gather_tiles_fake(
+        x: Tensor,
+        index: Tensor,
+        grid: Sequence[int],
+        out_size: Sequence[int],
+        stride: int = 1,
+        halo: int = 1,
+        num_segments: int = 0,
+        shift_div: int = 0,
+        validate: bool = True,
+    ) -> Tensor:
+        tile_h, tile_w = _tile_shape(grid, out_size, stride, halo)
+        return _empty((index.shape[0], x.shape[1], tile_h, tile_w), x, x)
+
+    @torch.library.register_fake(lib + "_gather_tiles_backward")
+    def _gather_tiles_backward_fake(
+        grad: Tensor,
+        index: Tensor,
+        grid: Sequence[int],
+        out_size: Sequence[int],
+        in_size: Sequence[int],
+        num_rows: int,
+        stride: int,
+        halo: int,
+        num_segments: int,
+        shift_div: int,
+        validate: bool = True,
+    ) -> Tensor:
+        return _empty((num_rows, grad.shape[1], in_size[0], in_size[1]), grad, grad)
+
+    @torch.library.register_fake(lib + "scatter_tiles")
+    def _scatter_tiles_fake(
+        base: Tensor,
+        src: Tensor,
+        index: Tensor,
+        grid: Sequence[int],
+        fill: Optional[Tensor] = None,
+        relu: bool = False,
+        validate: bool = True,
+    ) -> Tensor:
+        return _empty(tuple(base.shape), base, base)
+
 
 # --- autograd -------------------------------------------------------------------------------
+# The backward passes call the ops with validate=False: the forward either checked the same
+# index or ran under the caller's word, so a second check would only add a CUDA host read.
 
 
 def _gather_setup(ctx, inputs, output) -> None:
-    x, index, num_segments, shift_div = inputs
+    x, index, num_segments, shift_div, _ = inputs
     ctx.save_for_backward(index)
     ctx.geometry = (x.shape[0], num_segments, shift_div)
 
@@ -246,13 +388,13 @@ def _gather_backward(ctx, grad: Tensor):
     (index,) = ctx.saved_tensors
     num_rows, num_segments, shift_div = ctx.geometry
     grad_x = torch.ops.afnet_kernels._gather_frames_backward(
-        grad, index, num_rows, num_segments, shift_div
+        grad, index, num_rows, num_segments, shift_div, False
     )
-    return grad_x, None, None, None
+    return grad_x, None, None, None, None
 
 
 def _gather_backward_setup(ctx, inputs, output) -> None:
-    _, index, _, num_segments, shift_div = inputs
+    _, index, _, num_segments, shift_div, _ = inputs
     ctx.save_for_backward(index)
     ctx.geometry = (num_segments, shift_div)
 
@@ -261,11 +403,19 @@ def _gather_backward_backward(ctx, grad: Tensor):
     # The backward is linear in grad; its adjoint is the forward gather.
     (index,) = ctx.saved_tensors
     num_segments, shift_div = ctx.geometry
-    return torch.ops.afnet_kernels.gather_frames(grad, index, num_segments, shift_div), None, None, None, None
+    grad_grad = torch.ops.afnet_kernels.gather_frames(grad, index, num_segments, shift_div, False)
+    return grad_grad, None, None, None, None, None
+
+
+def _grad_fill(grad: Tensor, untouched: Tensor, fill_dim: int) -> Tensor:
+    """The fill's gradient: ``grad`` summed over the elements the fill reached, where
+    ``untouched`` (broadcastable to ``grad``) is True."""
+    grad_fill = torch.where(untouched, grad, 0).sum(0)
+    return grad_fill.sum((1, 2)) if fill_dim == 1 else grad_fill
 
 
 def _scatter_setup(ctx, inputs, output) -> None:
-    base, _, index, fill, relu = inputs
+    base, _, index, fill, relu, _ = inputs
     ctx.relu = relu
     ctx.fill_dim = None if fill is None else fill.dim()
     ctx.rows = base.shape[0]
@@ -278,15 +428,13 @@ def _scatter_backward(ctx, grad: Tensor):
         grad = torch.ops.aten.threshold_backward(grad, out, 0)
     grad_src = grad_fill = None
     if ctx.needs_input_grad[1]:
-        grad_src = torch.ops.afnet_kernels.gather_frames(grad, index, 0, 0)
+        grad_src = torch.ops.afnet_kernels.gather_frames(grad, index, 0, 0, False)
     if ctx.fill_dim is not None and ctx.needs_input_grad[3]:
         # fill reaches exactly the rows that are not in index.
-        keep = torch.ones(ctx.rows, dtype=grad.dtype, device=grad.device).index_fill_(0, index, 0)
-        grad_fill = (grad * keep.view(-1, 1, 1, 1)).sum(0)
-        if ctx.fill_dim == 1:
-            grad_fill = grad_fill.sum((1, 2))
+        untouched = reference.inverse_index(index, ctx.rows) < 0
+        grad_fill = _grad_fill(grad, untouched.view(-1, 1, 1, 1), ctx.fill_dim)
     grad_base = grad if ctx.needs_input_grad[0] else None
-    return grad_base, grad_src, None, grad_fill, None
+    return grad_base, grad_src, None, grad_fill, None, None
 
 
 def _blend_setup(ctx, inputs, output) -> None:
@@ -321,6 +469,60 @@ def _pool_backward(ctx, grad: Tensor):
     return grad_ample, grad_focal
 
 
+def _gather_tiles_setup(ctx, inputs, output) -> None:
+    x, index, grid, out_size, stride, halo, num_segments, shift_div, _ = inputs
+    ctx.save_for_backward(index)
+    ctx.geometry = (list(grid), list(out_size), [x.shape[2], x.shape[3]], x.shape[0], stride, halo,
+                    num_segments, shift_div)
+
+
+def _gather_tiles_backward(ctx, grad: Tensor):
+    (index,) = ctx.saved_tensors
+    grad_x = torch.ops.afnet_kernels._gather_tiles_backward(grad, index, *ctx.geometry, False)
+    return grad_x, None, None, None, None, None, None, None, None
+
+
+def _gather_tiles_backward_setup(ctx, inputs, output) -> None:
+    _, index, grid, out_size, _, _, stride, halo, num_segments, shift_div, _ = inputs
+    ctx.save_for_backward(index)
+    ctx.geometry = (list(grid), list(out_size), stride, halo, num_segments, shift_div)
+
+
+def _gather_tiles_backward_backward(ctx, grad: Tensor):
+    # Linear in grad; its adjoint is the forward gather.
+    (index,) = ctx.saved_tensors
+    grad_grad = torch.ops.afnet_kernels.gather_tiles(grad, index, *ctx.geometry, False)
+    return (grad_grad,) + (None,) * 10
+
+
+def _scatter_tiles_setup(ctx, inputs, output) -> None:
+    base, _, index, grid, fill, relu, _ = inputs
+    ctx.relu = relu
+    ctx.fill_dim = None if fill is None else fill.dim()
+    ctx.grid = list(grid)
+    ctx.save_for_backward(index, output if relu else None)
+
+
+def _scatter_tiles_backward(ctx, grad: Tensor):
+    index, out = ctx.saved_tensors
+    if ctx.relu:
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
+    rows, _, height, width = grad.shape
+    grad_src = grad_fill = None
+    if ctx.needs_input_grad[1]:
+        # The cells' own pixels (stride 1, no halo); a smaller cell's tile pixels beyond its
+        # extent read the next cell here but reached nothing in the forward.
+        tiles = torch.ops.afnet_kernels.gather_tiles(
+            grad, index, ctx.grid, [height, width], 1, 0, 0, 0, False
+        )
+        grad_src = torch.where(reference.tile_extent_mask(index, ctx.grid, (height, width)), tiles, 0)
+    if ctx.fill_dim is not None and ctx.needs_input_grad[4]:
+        untouched = reference.tile_of_pixel(index, ctx.grid, rows, (height, width)) < 0
+        grad_fill = _grad_fill(grad, untouched[:, None], ctx.fill_dim)
+    grad_base = grad if ctx.needs_input_grad[0] else None
+    return grad_base, grad_src, None, None, grad_fill, None, None
+
+
 def _register_autograd() -> None:
     lib = "afnet_kernels::"
     pairs = {
@@ -329,6 +531,9 @@ def _register_autograd() -> None:
         "scatter_frames": (_scatter_backward, _scatter_setup),
         "blend_branches": (_blend_backward, _blend_setup),
         "pool_branches": (_pool_backward, _pool_setup),
+        "gather_tiles": (_gather_tiles_backward, _gather_tiles_setup),
+        "_gather_tiles_backward": (_gather_tiles_backward_backward, _gather_tiles_backward_setup),
+        "scatter_tiles": (_scatter_tiles_backward, _scatter_tiles_setup),
     }
     for name, (backward, setup) in pairs.items():
         torch.library.register_autograd(lib + name, backward, setup_context=setup)

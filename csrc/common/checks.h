@@ -2,15 +2,18 @@
 //
 // Every message names the op and the argument and gives what was expected and
 // what was received. These checks only look at metadata (shapes, dtypes,
-// devices): index *values* are checked inside the CPU kernels (one pass they
-// make anyway) and, for CUDA, by the Python wrapper (afnet_kernels.ops), so
-// that no C++ entry point ever synchronizes with the device.
+// devices), so they never touch device memory; index *values* are checked by
+// common/validate.h.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <optional>
 
 #include <cstdint>
+#include <string>
+
+#include "common/tiles.h"
+#include "common/validate.h"
 
 namespace afnet_kernels {
 
@@ -86,13 +89,6 @@ inline void check_index_tensor(const char* op, const at::Tensor& index, const at
   check_same_device(op, index, "index", x, x_name);
 }
 
-// One index value, for the kernels that check values while they read them
-// (CPU). `limit` is the number of rows that may be addressed.
-inline void check_index_value(const char* op, int64_t k, int64_t value, int64_t limit) {
-  TORCH_CHECK(value >= 0 && value < limit, op, ": index[", k, "]=", value,
-              " is out of range: expected 0 <= index < ", limit);
-}
-
 inline void check_segments(const char* op, int64_t rows, const char* rows_name,
                            int64_t num_segments, int64_t shift_div) {
   TORCH_CHECK(num_segments >= 0, op, ": num_segments must be >= 0, got ", num_segments);
@@ -121,8 +117,8 @@ inline void check_select_args(const at::Tensor& mask, std::optional<int64_t> num
                   at::isFloatingType(mask.scalar_type()),
               op, ": mask must be bool or 0/1 numbers, got ", mask.scalar_type());
   if (num_selected.has_value()) {
-    TORCH_CHECK(*num_selected >= 0 && *num_selected <= mask.numel(), op,
-                ": num_selected must be in [0, N*T=", mask.numel(), "], got ", *num_selected);
+    TORCH_CHECK(*num_selected >= 0, op, ": num_selected must be >= 0 (or None), got ",
+                *num_selected);
   }
 }
 
@@ -149,6 +145,21 @@ inline void check_gather_backward_args(const at::Tensor& grad, const at::Tensor&
   check_segments(op, num_rows, "num_rows", num_segments, shift_div);
 }
 
+// fill None / [C] / [C, H, W] on base's device and dtype.
+inline void check_fill(const char* op, const std::optional<at::Tensor>& fill,
+                       const at::Tensor& base) {
+  if (!fill.has_value() || !fill->defined()) return;
+  const at::Tensor& f = *fill;
+  check_same_device(op, f, "fill", base, "base");
+  check_same_dtype(op, f, "fill", base, "base");
+  const bool per_channel = f.dim() == 1 && f.size(0) == base.size(1);
+  const bool per_element = f.dim() == 3 && f.size(0) == base.size(1) &&
+                           f.size(1) == base.size(2) && f.size(2) == base.size(3);
+  TORCH_CHECK(per_channel || per_element, op, ": fill must be [C]=[", base.size(1),
+              "] or [C, H, W]=[", base.size(1), ", ", base.size(2), ", ", base.size(3),
+              "] for base of shape ", base.sizes(), ", got shape ", f.sizes());
+}
+
 // base [N*T, C, H, W], src [K, C, H, W], index [K], fill None / [C] / [C, H, W].
 inline void check_scatter_args(const at::Tensor& base, const at::Tensor& src,
                                const at::Tensor& index, const std::optional<at::Tensor>& fill) {
@@ -164,19 +175,7 @@ inline void check_scatter_args(const at::Tensor& base, const at::Tensor& src,
   check_same_size(op, src, "src", 1, base, "base", 1, "C");
   check_same_size(op, src, "src", 2, base, "base", 2, "H");
   check_same_size(op, src, "src", 3, base, "base", 3, "W");
-  TORCH_CHECK(index.size(0) <= base.size(0), op, ": index has ", index.size(0),
-              " entries but base has only ", base.size(0), " rows (index must be distinct)");
-  if (fill.has_value() && fill->defined()) {
-    const at::Tensor& f = *fill;
-    check_same_device(op, f, "fill", base, "base");
-    check_same_dtype(op, f, "fill", base, "base");
-    const bool per_channel = f.dim() == 1 && f.size(0) == base.size(1);
-    const bool per_element = f.dim() == 3 && f.size(0) == base.size(1) &&
-                             f.size(1) == base.size(2) && f.size(2) == base.size(3);
-    TORCH_CHECK(per_channel || per_element, op, ": fill must be [C]=[", base.size(1),
-                "] or [C, H, W]=[", base.size(1), ", ", base.size(2), ", ", base.size(3),
-                "] for base of shape ", base.sizes(), ", got shape ", f.sizes());
-  }
+  check_fill(op, fill, base);
 }
 
 // theta [N*T, C] or [N*T, C, 1, 1] on focal's device and dtype.
@@ -231,6 +230,115 @@ inline void check_blend_backward_args(const at::Tensor& grad, const at::Tensor& 
 
 inline void check_pool_args(const at::Tensor& ample, const at::Tensor& focal) {
   check_branch_pair("pool_branches", ample, focal);
+}
+
+
+// ---------------------------------------------------------------------------
+// Index rules (values are checked by common/validate.h)
+// ---------------------------------------------------------------------------
+
+// Frame ops: index values name rows of a [rows, C, H, W] tensor.
+inline IndexRule frame_index_rule(const char* op, int64_t rows, const char* rows_what,
+                                  bool distinct) {
+  return {op, "row", rows, rows_what, distinct};
+}
+
+// Tile ops: index values name cells row*Gh*Gw + cy*Gw + cx.
+inline IndexRule tile_index_rule(const char* op, const TileGrid& grid, bool distinct) {
+  const std::string what = "rows x Gh x Gw = " + std::to_string(grid.rows) + " x " +
+                           std::to_string(grid.y.cells) + " x " + std::to_string(grid.x.cells);
+  return {op, "cell", grid.cell_count(), what, distinct};
+}
+
+// ---------------------------------------------------------------------------
+// Tile ops
+// ---------------------------------------------------------------------------
+
+// A pair argument (int[2] in the schema): exactly two values.
+inline void check_pair(const char* op, at::IntArrayRef pair, const char* name) {
+  TORCH_CHECK(pair.size() == 2, op, ": ", name, " must have 2 values (height, width), got ",
+              pair.size(), " values ", pair);
+}
+
+// 1 <= grid <= out_size along both axes; stride >= 1; halo >= 0.
+// `size_name` says where out_size comes from.
+inline void check_tiling(const char* op, at::IntArrayRef grid, at::IntArrayRef out_size,
+                         const char* size_name, int64_t stride, int64_t halo) {
+  check_pair(op, grid, "grid");
+  check_pair(op, out_size, size_name);
+  TORCH_CHECK(out_size[0] >= 1 && out_size[1] >= 1, op, ": ", size_name,
+              " must be >= 1 along both axes, got ", out_size);
+  TORCH_CHECK(grid[0] >= 1 && grid[1] >= 1 && grid[0] <= out_size[0] && grid[1] <= out_size[1],
+              op, ": grid must satisfy 1 <= grid <= ", size_name,
+              " along both axes (at least one pixel per cell), got grid=", grid, " for ",
+              size_name, "=", out_size);
+  TORCH_CHECK(stride >= 1, op, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK(halo >= 0, op, ": halo must be >= 0, got ", halo);
+}
+
+// x [R, C, H_in, W_in], index [K] int64; returns the op's grid.
+inline TileGrid check_gather_tiles_args(const at::Tensor& x, const at::Tensor& index,
+                                        at::IntArrayRef grid, at::IntArrayRef out_size,
+                                        int64_t stride, int64_t halo, int64_t num_segments,
+                                        int64_t shift_div) {
+  constexpr const char* op = "gather_tiles";
+  check_dim(op, x, "x", 4, "[N*T, C, H_in, W_in]");
+  check_floating(op, x, "x");
+  check_index_tensor(op, index, x, "x");
+  check_segments(op, x.size(0), "x.size(0)", num_segments, shift_div);
+  check_tiling(op, grid, out_size, "out_size", stride, halo);
+  return make_tile_grid(x.size(0), grid[0], grid[1], out_size[0], out_size[1], x.size(2),
+                        x.size(3), stride, halo);
+}
+
+// grad [K, C, Th, Tw] -> [num_rows, C, H_in, W_in]; returns the op's grid.
+inline TileGrid check_gather_tiles_backward_args(const at::Tensor& grad, const at::Tensor& index,
+                                                 at::IntArrayRef grid, at::IntArrayRef out_size,
+                                                 at::IntArrayRef in_size, int64_t num_rows,
+                                                 int64_t stride, int64_t halo,
+                                                 int64_t num_segments, int64_t shift_div) {
+  constexpr const char* op = "_gather_tiles_backward";
+  check_dim(op, grad, "grad", 4, "[K, C, Th, Tw]");
+  check_floating(op, grad, "grad");
+  check_index_tensor(op, index, grad, "grad");
+  TORCH_CHECK(grad.size(0) == index.size(0), op, ": grad has ", grad.size(0),
+              " tiles but index has ", index.size(0), " entries");
+  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
+  check_segments(op, num_rows, "num_rows", num_segments, shift_div);
+  check_tiling(op, grid, out_size, "out_size", stride, halo);
+  check_pair(op, in_size, "in_size");
+  TORCH_CHECK(in_size[0] >= 0 && in_size[1] >= 0, op, ": in_size must be >= 0, got ", in_size);
+  const TileGrid g = make_tile_grid(num_rows, grid[0], grid[1], out_size[0], out_size[1],
+                                    in_size[0], in_size[1], stride, halo);
+  TORCH_CHECK(grad.size(2) == g.y.tile() && grad.size(3) == g.x.tile(), op,
+              ": grad must have tiles of [Th, Tw]=[", g.y.tile(), ", ", g.x.tile(),
+              "] for grid=", grid, ", out_size=", out_size, ", stride=", stride, ", halo=", halo,
+              ", got shape ", grad.sizes());
+  return g;
+}
+
+// base [R, C, H_out, W_out], src [K, C, Sh, Sw], index [K], fill None/[C]/[C, H_out, W_out].
+inline TileGrid check_scatter_tiles_args(const at::Tensor& base, const at::Tensor& src,
+                                         const at::Tensor& index, at::IntArrayRef grid,
+                                         const std::optional<at::Tensor>& fill) {
+  constexpr const char* op = "scatter_tiles";
+  check_dim(op, base, "base", 4, "[N*T, C, H_out, W_out]");
+  check_floating(op, base, "base");
+  check_dim(op, src, "src", 4, "[K, C, Sh, Sw]");
+  check_same_device(op, src, "src", base, "base");
+  check_same_dtype(op, src, "src", base, "base");
+  check_index_tensor(op, index, base, "base");
+  const std::vector<int64_t> out_size = {base.size(2), base.size(3)};
+  check_tiling(op, grid, out_size, "base's (H_out, W_out)", 1, 0);
+  const TileGrid g = make_tile_grid(base.size(0), grid[0], grid[1], base.size(2), base.size(3),
+                                    base.size(2), base.size(3), 1, 0);
+  TORCH_CHECK(src.size(0) == index.size(0) && src.size(1) == base.size(1) &&
+                  src.size(2) == g.y.size && src.size(3) == g.x.size,
+              op, ": src must be [K, C, Sh, Sw]=[", index.size(0), ", ", base.size(1), ", ",
+              g.y.size, ", ", g.x.size, "] (K index entries, base's C, Sh = ceil(H_out/Gh), "
+              "Sw = ceil(W_out/Gw) for grid=", grid, "), got shape ", src.sizes());
+  check_fill(op, fill, base);
+  return g;
 }
 
 }  // namespace afnet_kernels

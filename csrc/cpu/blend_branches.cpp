@@ -1,7 +1,8 @@
 // CPU branch fusion: blend_branches, its backward, and pool_branches.
 //
 // The nearest upsampling of the ample branch is folded into the indexing
-// (nearest_source_index, shared with CUDA): up(ample) is never built. The
+// (nearest_source_index forward, nearest_target_begin for the preimages, both
+// shared with CUDA): up(ample) is never built. The
 // forward passes stream focal and out once and are vectorized along the
 // contiguous dimension (the H*W plane for contiguous, C for channels_last).
 #include <ATen/ATen.h>
@@ -31,10 +32,11 @@ std::vector<int64_t> nearest_table(int64_t in_size, int64_t out_size) {
   return table;
 }
 
-// How many destination indices read each source index.
+// How many destination indices read each source index (preimage_size, shared
+// with CUDA's pooling).
 std::vector<int64_t> nearest_counts(int64_t in_size, int64_t out_size) {
-  std::vector<int64_t> counts(in_size, 0);
-  for (int64_t d = 0; d < out_size; ++d) ++counts[nearest_source_index(d, in_size, out_size)];
+  std::vector<int64_t> counts(in_size);
+  for (int64_t s = 0; s < in_size; ++s) counts[s] = preimage_size(s, in_size, out_size);
   return counts;
 }
 
@@ -152,27 +154,20 @@ at::Tensor blend_branches_cpu(const at::Tensor& ample_in, const at::Tensor& foca
   return out;
 }
 
-// Element offsets of (c, y, x) inside one row of a dense tensor.
-struct RowStrides {
-  int64_t c, y, x;
-  static RowStrides of(const at::Tensor& t) { return {t.stride(1), t.stride(2), t.stride(3)}; }
-  int64_t at(int64_t ci, int64_t yi, int64_t xi) const { return ci * c + yi * y + xi * x; }
-};
-
-// Visits every (c, y, x) of an [C, H, W] row in memory order of `format`.
-template <typename Fn>
-void for_each_element(at::MemoryFormat format, int64_t C, int64_t H, int64_t W, const Fn& fn) {
-  if (format == at::MemoryFormat::ChannelsLast) {
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t x = 0; x < W; ++x)
-        for (int64_t c = 0; c < C; ++c) fn(c, y, x);
-  } else {
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x) fn(c, y, x);
-  }
+// Preimage boundaries of nearest upsampling along one axis: the outputs that
+// read input i are [begin[i], begin[i + 1]) (nearest_target_begin, the walk
+// the CUDA kernels make).
+std::vector<int64_t> preimage_bounds(int64_t in_size, int64_t out_size) {
+  std::vector<int64_t> begin(in_size + 1);
+  for (int64_t i = 0; i <= in_size; ++i) begin[i] = nearest_target_begin(i, in_size, out_size);
+  return begin;
 }
 
+// The backward walks each ample pixel's preimage, as the CUDA kernels do: the
+// preimages partition the focal pixels, so every focal element is visited
+// once, and the sums of an ample pixel are complete when its walk ends.
+//   grad_focal = (1−θ)·g,  grad_ample[s] = θ · Σ_{preimage of s} g,
+//   grad_theta = Σ_{H,W} g·(up(ample) − focal),  g = grad through the ReLU.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_branches_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& out_in, const at::Tensor& ample_in,
     const at::Tensor& focal_in, const at::Tensor& theta_in, bool relu) {
@@ -184,47 +179,67 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_branches_backward_cpu(
   const at::Tensor ample = ample_in.contiguous(format);
   const at::Tensor theta = theta_matrix(theta_in);
   const BranchGeometry g(ample, focal);
+  const std::vector<int64_t> rows_of = preimage_bounds(g.h, g.H);
+  const std::vector<int64_t> cols_of = preimage_bounds(g.w, g.W);
 
   at::Tensor d_focal = at::empty_like(focal, focal.options().memory_format(format));
   at::Tensor d_ample = at::empty_like(ample, ample.options().memory_format(format));
   at::Tensor d_theta = at::empty_like(theta);
-  const RowStrides fs = RowStrides::of(focal), as = RowStrides::of(ample);
   const int64_t C = g.channels;
-  const int64_t focal_row = C * g.H * g.W, ample_row = C * g.h * g.w;
+  const bool last = format == at::MemoryFormat::ChannelsLast;
+  // Offsets of (c, y, x) in a dense row: [C, H, W] or [H, W, C].
+  const auto focal_at = [&](int64_t c, int64_t y, int64_t x) {
+    return last ? (y * g.W + x) * C + c : (c * g.H + y) * g.W + x;
+  };
+  const auto ample_at = [&](int64_t c, int64_t i, int64_t j) {
+    return last ? (i * g.w + j) * C + c : (c * g.h + i) * g.w + j;
+  };
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, focal.scalar_type(), "_blend_branches_backward_cpu", [&] {
         using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
-        const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-        const scalar_t* op = out.const_data_ptr<scalar_t>();
-        const scalar_t* fp = focal.const_data_ptr<scalar_t>();
-        const scalar_t* ap = ample.const_data_ptr<scalar_t>();
-        const scalar_t* tp = theta.const_data_ptr<scalar_t>();
-        scalar_t* dfp = d_focal.data_ptr<scalar_t>();
-        scalar_t* dap = d_ample.data_ptr<scalar_t>();
-        scalar_t* dtp = d_theta.data_ptr<scalar_t>();
-        // Rows are independent; within a row one thread owns all of d_ample's
-        // sums, so the reduction order is fixed.
+        const int64_t focal_row = C * g.H * g.W, ample_row = C * g.h * g.w;
+        // Rows are independent; within a row one thread owns every sum, so
+        // the reduction order is fixed.
         at::parallel_for(0, g.rows, 1, [&](int64_t lo, int64_t hi) {
-          std::vector<acc_t> sum_theta(C), sum_ample(ample_row);
+          std::vector<acc_t> sum_theta(C);
           for (int64_t n = lo; n < hi; ++n) {
+            const scalar_t* gp = grad.const_data_ptr<scalar_t>() + n * focal_row;
+            const scalar_t* op = out.const_data_ptr<scalar_t>() + n * focal_row;
+            const scalar_t* fp = focal.const_data_ptr<scalar_t>() + n * focal_row;
+            const scalar_t* ap = ample.const_data_ptr<scalar_t>() + n * ample_row;
+            const scalar_t* th = theta.const_data_ptr<scalar_t>() + n * C;
+            scalar_t* dfp = d_focal.data_ptr<scalar_t>() + n * focal_row;
+            scalar_t* dap = d_ample.data_ptr<scalar_t>() + n * ample_row;
             std::fill(sum_theta.begin(), sum_theta.end(), acc_t(0));
-            std::fill(sum_ample.begin(), sum_ample.end(), acc_t(0));
-            const scalar_t* th = tp + n * C;
-            for_each_element(format, C, g.H, g.W, [&](int64_t c, int64_t y, int64_t x) {
-              const int64_t e = n * focal_row + fs.at(c, y, x);
-              const int64_t ae = as.at(c, g.src_y[y], g.src_x[x]);
-              const acc_t gm = relu && !(op[e] > scalar_t(0)) ? acc_t(0) : acc_t(gp[e]);
+            // One ample element (c, i, j): its preimage rows, then columns.
+            const auto walk = [&](int64_t c, int64_t i, int64_t j) {
               const acc_t t = th[c];
-              dfp[e] = static_cast<scalar_t>(gm * (acc_t(1) - t));
-              sum_theta[c] += gm * (acc_t(ap[n * ample_row + ae]) - acc_t(fp[e]));
-              sum_ample[ae] += gm;
-            });
-            for (int64_t c = 0; c < C; ++c) dtp[n * C + c] = static_cast<scalar_t>(sum_theta[c]);
-            for_each_element(format, C, g.h, g.w, [&](int64_t c, int64_t i, int64_t j) {
-              const int64_t ae = as.at(c, i, j);
-              dap[n * ample_row + ae] = static_cast<scalar_t>(acc_t(th[c]) * sum_ample[ae]);
-            });
+              const acc_t a = ap[ample_at(c, i, j)];
+              acc_t sum = 0;
+              for (int64_t y = rows_of[i]; y < rows_of[i + 1]; ++y) {
+                for (int64_t x = cols_of[j]; x < cols_of[j + 1]; ++x) {
+                  const int64_t e = focal_at(c, y, x);
+                  const acc_t gm = relu && !(op[e] > scalar_t(0)) ? acc_t(0) : acc_t(gp[e]);
+                  dfp[e] = static_cast<scalar_t>(gm * (acc_t(1) - t));
+                  sum_theta[c] += gm * (a - acc_t(fp[e]));
+                  sum += gm;
+                }
+              }
+              dap[ample_at(c, i, j)] = static_cast<scalar_t>(t * sum);
+            };
+            // Ample elements in their memory order.
+            if (last) {
+              for (int64_t i = 0; i < g.h; ++i)
+                for (int64_t j = 0; j < g.w; ++j)
+                  for (int64_t c = 0; c < C; ++c) walk(c, i, j);
+            } else {
+              for (int64_t c = 0; c < C; ++c)
+                for (int64_t i = 0; i < g.h; ++i)
+                  for (int64_t j = 0; j < g.w; ++j) walk(c, i, j);
+            }
+            scalar_t* dtp = d_theta.data_ptr<scalar_t>() + n * C;
+            for (int64_t c = 0; c < C; ++c) dtp[c] = static_cast<scalar_t>(sum_theta[c]);
           }
         });
       });

@@ -1,48 +1,46 @@
 // CPU gather_frames and its backward.
 //
 // Forward: each output element has exactly one source element (or a zero at a
-// clip edge), so the kernel is a series of memcpy/memset runs: one per frame
-// span without shift, three per channel block with shift. It moves bytes only
-// and works for every dtype.
+// clip edge or for a padding entry), so the kernel is a series of
+// memcpy/memset runs: one per frame span without shift, three per channel
+// block with shift. It moves bytes only and works for every dtype.
 //
 // Backward: a scatter-add written as a gather through the inverse shift, so
-// every output element has one writer and the result is deterministic.
+// every output element has one writer and the result is deterministic (rows
+// named several times by the index add their gradients in index order).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <cstring>
-#include <vector>
 
 #include "common/checks.h"
 #include "common/indexing.h"
+#include "common/validate.h"
 #include "cpu/row_spans.h"
+#include "cpu/slot_readers.h"
 
 namespace afnet_kernels {
 namespace cpu {
 namespace {
 
-// Channel structure the shift runs need; no shift moves whole rows at once.
-RowLayout run_layout(const at::Tensor& t, at::MemoryFormat format, int64_t fold) {
-  const int64_t row_numel = t.size(1) * t.size(2) * t.size(3);
-  return fold > 0 ? RowLayout::of(t, format) : RowLayout{1, row_numel};
-}
-
+// The CPU reads every index value anyway, so it validates whatever `validate`
+// says (the flag only spares CUDA its device->host read).
 at::Tensor gather_frames_cpu(const at::Tensor& x_in, const at::Tensor& index_in,
-                             int64_t num_segments, int64_t shift_div) {
+                             int64_t num_segments, int64_t shift_div, bool /*validate*/) {
   check_gather_args(x_in, index_in, num_segments, shift_div);
   const auto format = memory_format_of(x_in);
   const at::Tensor x = x_in.contiguous(format);
   const at::Tensor index = index_in.contiguous();
   const int64_t count = index.size(0);
   const int64_t* idx = index.data_ptr<int64_t>();
-  check_index_values("gather_frames", idx, count, x.size(0));
+  validate_index(frame_index_rule("gather_frames", x.size(0), "rows of x", false), idx, count);
 
   at::Tensor out =
       at::empty({count, x.size(1), x.size(2), x.size(3)}, x.options().memory_format(format));
   const int64_t row_numel = x.size(1) * x.size(2) * x.size(3);
   const int64_t fold = shift_fold(x.size(1), shift_div);
-  const RowLayout layout = run_layout(x, format, fold);
+  const Layout layout = layout_of(x, format);
   const int64_t item = x.element_size();
   const char* src = static_cast<const char*>(x.const_data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
@@ -62,37 +60,24 @@ at::Tensor gather_frames_cpu(const at::Tensor& x_in, const at::Tensor& index_in,
   return out;
 }
 
-// Rows of `index` grouped by value (CSR): the entries reading row r are
-// order[start[r] .. start[r + 1]), ascending. Duplicates are allowed.
-struct RowReaders {
-  std::vector<int64_t> start;
-  std::vector<int64_t> order;
-
-  RowReaders(const int64_t* idx, int64_t count, int64_t rows) : start(rows + 1, 0), order(count) {
-    for (int64_t k = 0; k < count; ++k) ++start[idx[k] + 1];
-    for (int64_t r = 0; r < rows; ++r) start[r + 1] += start[r];
-    std::vector<int64_t> next(start.begin(), start.end() - 1);
-    for (int64_t k = 0; k < count; ++k) order[next[idx[k]]++] = k;
-  }
-};
-
 at::Tensor gather_frames_backward_cpu(const at::Tensor& grad_in, const at::Tensor& index_in,
-                                      int64_t num_rows, int64_t num_segments,
-                                      int64_t shift_div) {
+                                      int64_t num_rows, int64_t num_segments, int64_t shift_div,
+                                      bool /*validate*/) {
   check_gather_backward_args(grad_in, index_in, num_rows, num_segments, shift_div);
   const auto format = memory_format_of(grad_in);
   const at::Tensor grad = grad_in.contiguous(format);
   const at::Tensor index = index_in.contiguous();
   const int64_t count = index.size(0);
   const int64_t* idx = index.data_ptr<int64_t>();
-  check_index_values("_gather_frames_backward", idx, count, num_rows);
-  const RowReaders readers(idx, count, num_rows);
+  validate_index(frame_index_rule("_gather_frames_backward", num_rows, "num_rows", false), idx,
+                 count);
+  const SlotReaders readers(idx, count, num_rows);
 
   at::Tensor out = at::empty({num_rows, grad.size(1), grad.size(2), grad.size(3)},
                              grad.options().memory_format(format));
   const int64_t row_numel = grad.size(1) * grad.size(2) * grad.size(3);
   const int64_t fold = shift_fold(grad.size(1), shift_div);
-  const RowLayout layout = run_layout(grad, format, fold);
+  const Layout layout = layout_of(grad, format);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad.scalar_type(), "_gather_frames_backward_cpu", [&] {

@@ -3,9 +3,7 @@
 // Every op here reads and writes whole frames (rows of [rows, C, H, W]). A row
 // is one dense block of C*H*W elements in both supported layouts, so the
 // kernels walk flat element ranges of rows and only need the layout to know
-// which channel an element belongs to:
-//   contiguous:    row = 1   x C x (H*W)   (outer x channels x inner)
-//   channels_last: row = H*W x C x 1
+// which channel an element belongs to (FrameLayout, shared with CUDA).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,21 +12,25 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "common/checks.h"
+#include "common/indexing.h"
 
 namespace afnet_kernels {
 namespace cpu {
 
-struct RowLayout {
-  int64_t channels;  // C
-  int64_t inner;     // elements per channel run: H*W (contiguous) or 1 (channels_last)
-  int64_t block() const { return channels * inner; }
+using Layout = FrameLayout<int64_t>;
 
-  static RowLayout of(const at::Tensor& t, at::MemoryFormat format) {
-    const bool last = format == at::MemoryFormat::ChannelsLast;
-    return {t.size(1), last ? int64_t{1} : t.size(2) * t.size(3)};
-  }
-};
+// The layout of a row of `t` ([rows, C, H, W], dense in `format`).
+inline Layout layout_of(const at::Tensor& t, at::MemoryFormat format) {
+  return {t.size(1), t.size(2) * t.size(3), format == at::MemoryFormat::ChannelsLast};
+}
+
+// The fill of a scatter as the kernels read it: per channel [C], or one whole
+// row laid out like a row of base ([C, H, W] contiguous, [H, W, C] for
+// channels_last).
+inline at::Tensor fill_in_row_layout(const at::Tensor& fill, at::MemoryFormat format) {
+  if (fill.dim() == 1 || format != at::MemoryFormat::ChannelsLast) return fill.contiguous();
+  return fill.permute({1, 2, 0}).contiguous();
+}
 
 // Elements per task: large enough to amortize the task, small enough that two
 // cores share even a single frame.
@@ -52,27 +54,22 @@ void parallel_row_spans(int64_t rows, int64_t row_numel, const Fn& fn) {
 
 // Splits the element range [begin, end) of a row into runs whose channels all
 // fall into one TSM class ([0, fold), [fold, 2*fold), [2*fold, C)) and calls
-// fn(run_begin, run_end, first_channel). With fold == 0, runs span whole
-// blocks of the layout.
+// fn(run_begin, run_end, first_channel). With fold == 0 the whole range is one
+// run (channel 0's class, which is every channel).
 template <typename Fn>
-void for_each_shift_run(int64_t begin, int64_t end, const RowLayout& layout, int64_t fold,
+void for_each_shift_run(int64_t begin, int64_t end, const Layout& layout, int64_t fold,
                         const Fn& fn) {
-  const int64_t block = layout.block();
-  int64_t p = begin;
-  while (p < end) {
-    const int64_t within = p % block;
-    const int64_t c = within / layout.inner;
-    const int64_t class_end = c < fold ? fold : (c < 2 * fold ? 2 * fold : layout.channels);
-    const int64_t stop = std::min(end, p - within + class_end * layout.inner);
+  if (fold == 0) {
+    if (begin < end) fn(begin, end, int64_t{0});
+    return;
+  }
+  for (int64_t p = begin; p < end;) {
+    const int64_t c = layout.channel(p);
+    const int64_t class_end = shift_class_end(c, fold, layout.channels);
+    const int64_t stop = std::min(end, layout.channel_run_end(p, class_end));
     fn(p, stop, c);
     p = stop;
   }
-}
-
-// Validates index values against `limit` rows (the CPU kernels read them anyway).
-inline void check_index_values(const char* op, const int64_t* index, int64_t count,
-                               int64_t limit) {
-  for (int64_t k = 0; k < count; ++k) check_index_value(op, k, index[k], limit);
 }
 
 }  // namespace cpu

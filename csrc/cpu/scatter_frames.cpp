@@ -1,8 +1,10 @@
 // CPU scatter_frames: out[r] = base[r] + (src[inverse[r]] or fill), ReLU last.
 //
-// The kernel walks the *output* rows through an inverse index, so every output
-// element has one writer (deterministic, no atomics) and the fill, the
-// residual add and the ReLU are one pass over memory.
+// The kernel walks the *output* rows through an inverse index (built by
+// common/validate.h's host_inverse, with the CUDA kernels' enter_inverse), so
+// every output element has one writer (deterministic, no atomics) and the
+// fill, the residual add and the ReLU are one pass over memory. Padding
+// entries (-1) of the index name no row.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/validate.h"
 #include "cpu/elementwise.h"
 #include "cpu/row_spans.h"
 
@@ -19,29 +22,10 @@ namespace afnet_kernels {
 namespace cpu {
 namespace {
 
-// inverse[r] = k with index[k] == r, or -1; rejects out-of-range and repeated rows.
-std::vector<int64_t> inverse_of(const int64_t* idx, int64_t count, int64_t rows) {
-  std::vector<int64_t> inverse(rows, -1);
-  for (int64_t k = 0; k < count; ++k) {
-    check_index_value("scatter_frames", k, idx[k], rows);
-    TORCH_CHECK(inverse[idx[k]] < 0, "scatter_frames: index must be distinct, got row ", idx[k],
-                " at index[", inverse[idx[k]], "] and index[", k, "]");
-    inverse[idx[k]] = k;
-  }
-  return inverse;
-}
-
-// The fill as the kernel reads it: per channel [C], or one whole row laid out
-// like a row of base ([C, H, W] contiguous, [H, W, C] for channels_last).
-at::Tensor fill_in_row_layout(const at::Tensor& fill, at::MemoryFormat format) {
-  if (fill.dim() == 1 || format != at::MemoryFormat::ChannelsLast) return fill.contiguous();
-  return fill.permute({1, 2, 0}).contiguous();
-}
-
 template <typename scalar_t, bool kRelu>
 void scatter_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src,
                   const std::vector<int64_t>& inverse, const std::optional<at::Tensor>& fill,
-                  const RowLayout& layout) {
+                  const Layout& layout) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t row_numel = base.size(1) * base.size(2) * base.size(3);
   const scalar_t* b = base.const_data_ptr<scalar_t>();
@@ -61,40 +45,42 @@ void scatter_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src
       copy_into<kRelu>(out_p + begin, base_p + begin, end - begin);
     } else if (!per_channel) {
       add_into<kRelu>(out_p + begin, base_p + begin, f + begin, end - begin);
-    } else if (layout.inner == 1) {
-      // channels_last: the channels of a pixel are adjacent, like the fill.
-      for (int64_t p = begin; p < end;) {
-        const int64_t c = p % layout.channels;
-        const int64_t stop = std::min(end, p - c + layout.channels);
-        add_into<kRelu>(out_p + p, base_p + p, f + c, stop - p);
-        p = stop;
-      }
     } else {
       for (int64_t p = begin; p < end;) {
-        const int64_t c = p / layout.inner;
-        const int64_t stop = std::min(end, (c + 1) * layout.inner);
-        add_scalar_into<kRelu>(out_p + p, base_p + p, static_cast<opmath_t>(f[c]), stop - p);
-        p = stop;
+        const int64_t c = layout.channel(p);
+        if (layout.channels_last) {
+          // The rest of p's pixel: channels c.. are adjacent, like the fill.
+          const int64_t stop = std::min(end, layout.channel_run_end(p, layout.channels));
+          add_into<kRelu>(out_p + p, base_p + p, f + c, stop - p);
+          p = stop;
+        } else {
+          // The rest of channel c's plane: one fill value.
+          const int64_t stop = std::min(end, layout.channel_run_end(p, c + 1));
+          add_scalar_into<kRelu>(out_p + p, base_p + p, static_cast<opmath_t>(f[c]), stop - p);
+          p = stop;
+        }
       }
     }
   });
 }
 
+// Validates whatever `validate` says: building the inverse checks every value.
 at::Tensor scatter_frames_cpu(const at::Tensor& base_in, const at::Tensor& src_in,
                               const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
-                              bool relu) {
+                              bool relu, bool /*validate*/) {
   check_scatter_args(base_in, src_in, index_in, fill_in);
   const auto format = memory_format_of(base_in);
   const at::Tensor base = base_in.contiguous(format);
   const at::Tensor src = src_in.contiguous(format);
   const at::Tensor index = index_in.contiguous();
   const std::vector<int64_t> inverse =
-      inverse_of(index.data_ptr<int64_t>(), index.size(0), base.size(0));
+      host_inverse(frame_index_rule("scatter_frames", base.size(0), "rows of base", true),
+                   index.data_ptr<int64_t>(), index.size(0));
   std::optional<at::Tensor> fill;
   if (fill_in.has_value() && fill_in->defined()) fill = fill_in_row_layout(*fill_in, format);
 
   at::Tensor out = at::empty_like(base, base.options().memory_format(format));
-  const RowLayout layout = RowLayout::of(base, format);
+  const Layout layout = layout_of(base, format);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(),
                                   "scatter_frames_cpu", [&] {
                                     if (relu) {

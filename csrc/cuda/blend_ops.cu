@@ -15,9 +15,9 @@
 #include <limits>
 #include <tuple>
 
-#include "../common/checks.h"
-#include "../common/indexing.h"
-#include "launch.cuh"
+#include "common/checks.h"
+#include "common/indexing.h"
+#include "cuda/launch.cuh"
 
 namespace afnet_kernels {
 namespace cuda {
@@ -47,12 +47,6 @@ BranchGeometry branch_geometry(const at::Tensor& ample, const at::Tensor& focal,
           static_cast<uint32_t>(ample.size(2)),
           static_cast<uint32_t>(ample.size(3)),
           format == at::MemoryFormat::ChannelsLast};
-}
-
-// Number of upsampled positions along one axis that read input `src`.
-__device__ __forceinline__ int64_t preimage_size(int64_t src, int64_t in_size, int64_t out_size) {
-  return nearest_target_begin(src + 1, in_size, out_size) -
-         nearest_target_begin(src, in_size, out_size);
 }
 
 // theta [rows, C] (from [rows, C] or [rows, C, 1, 1]).
@@ -99,6 +93,7 @@ __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ 
   const uint32_t row_numel = g.channels * pixels;
   const uint32_t ample_row_numel = g.channels * g.ample_pixels();
   const uint32_t row_packs = row_numel / N;
+  const Layout layout{g.channels, pixels, g.channels_last};
   for (int64_t n = grid_row_begin(); n < g.rows; n += grid_row_stride()) {
     const T* focal_row = focal + n * row_numel;
     const T* ample_row = ample + n * ample_row_numel;
@@ -106,8 +101,8 @@ __global__ void blend_kernel(const T* __restrict__ ample, const T* __restrict__ 
     T* out_row = out + n * row_numel;
     for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
       const uint32_t j = p * N;
-      uint32_t c = g.channels_last ? j % g.channels : j / pixels;
-      const uint32_t pixel = g.channels_last ? j / g.channels : j % pixels;
+      uint32_t c = layout.channel(j);
+      const uint32_t pixel = layout.pixel(j);
       uint32_t y = pixel / g.width;
       uint32_t x = pixel % g.width;
       const Pack<T, N> f = load_pack<N>(focal_row + j);

@@ -2,14 +2,15 @@
 // shift on the fly), its backward, and scatter_frames.
 //
 // Every kernel writes each output element exactly once (a frame row through
-// an inverse index, never atomics), so all ops are deterministic; the one
-// exception is the backward of a gather whose index repeats a row, which
-// falls back to atomics (see gather_frames_backward_cuda).
+// an inverse index), so the ops are deterministic, with one exception: the
+// backward of a gather whose index repeats a row adds the repeats with
+// atomics, in no fixed order (see gather_frames_backward_cuda).
 //
-// Index values are not validated here (the Python wrapper checks their range
-// with one device read the model may skip), but no kernel reads or writes
-// outside its tensors: rows with an index out of range are skipped (gather:
-// zero row; scatter and backward: the index entry is ignored).
+// Index values: -1 is padding (a zero row for gathers, no row for scatters).
+// validate=True checks the others on the device and reads the verdict back
+// once (index_checks.cuh); validate=False reads nothing back, and a bad value
+// stops the kernel with a device-side assert. No kernel reads or writes
+// outside its tensors either way.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
@@ -21,9 +22,11 @@
 #include <optional>
 #include <tuple>
 
-#include "../common/checks.h"
-#include "../common/indexing.h"
-#include "launch.cuh"
+#include "common/checks.h"
+#include "common/indexing.h"
+#include "common/validate.h"
+#include "cuda/index_checks.cuh"
+#include "cuda/launch.cuh"
 
 namespace afnet_kernels {
 namespace cuda {
@@ -34,41 +37,53 @@ namespace {
 // ---------------------------------------------------------------------------
 
 // counts = inclusive prefix count of selected rows. Row i is selected when its
-// count rises; its position is count - 1. Positions >= k_out are dropped (the
-// caller claimed fewer rows than selected) and index slots beyond the real
-// count are set to -1 (the caller claimed more).
+// count rises (selected_position); index slots past the real count are -1
+// (padding-bucket mode). A caller that claimed fewer rows than the mask
+// selects (validate=False) trips the assert; the positions past k_out are
+// dropped, so nothing is written out of bounds.
 __global__ void select_frames_kernel(const int64_t* __restrict__ counts, int64_t rows,
                                      int64_t k_out, int64_t* __restrict__ index,
                                      int64_t* __restrict__ inverse) {
   const int64_t total = counts[rows - 1];
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < rows;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t count = counts[i];
-    const int64_t before = i > 0 ? counts[i - 1] : 0;
-    const int64_t pos = (count != before && count - 1 < k_out) ? count - 1 : -1;
-    inverse[i] = pos;
-    if (pos >= 0) index[pos] = i;
-    if (i < k_out && i >= total) index[i] = -1;
+  CUDA_KERNEL_ASSERT_MSG(total <= k_out,
+                         "select_frames: num_selected is smaller than the mask's count");
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < rows || i < k_out; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (i < rows) {
+      const int64_t pos = selected_position(counts[i], i > 0 ? counts[i - 1] : 0);
+      const int64_t kept = pos < k_out ? pos : -1;
+      inverse[i] = kept;
+      if (kept >= 0) index[kept] = i;
+    }
+    if (i < k_out && i >= total) index[i] = kPadding;
   }
 }
 
 std::tuple<at::Tensor, at::Tensor> select_frames_cuda(const at::Tensor& mask,
-                                                      std::optional<int64_t> num_selected) {
+                                                      std::optional<int64_t> num_selected,
+                                                      bool validate) {
   check_select_args(mask, num_selected);
   const c10::cuda::CUDAGuard guard(mask.device());
   const at::Tensor flat = mask.reshape({-1});
   const at::Tensor selected = flat.scalar_type() == at::kBool ? flat : flat.ne(0);
   const int64_t rows = flat.numel();
   const at::Tensor counts = selected.cumsum(0, at::kLong);
-  // The only host sync of the op, skipped when the caller knows K.
-  const int64_t k = num_selected.has_value()
-                        ? *num_selected
-                        : (rows > 0 ? counts.select(0, rows - 1).item<int64_t>() : 0);
+  // The op's one host read: K when the caller does not give it, or the check
+  // of the caller's value when asked to validate.
+  int64_t k = 0;
+  if (!num_selected.has_value() || validate) {
+    const int64_t count = rows > 0 ? counts.select(0, rows - 1).item<int64_t>() : 0;
+    if (num_selected.has_value()) validate_num_selected(*num_selected, count, rows);
+    k = num_selected.value_or(count);
+  } else {
+    k = *num_selected;
+  }
   const auto options = mask.options().dtype(at::kLong);
   at::Tensor index = at::empty({k}, options);
   at::Tensor inverse = at::empty({rows}, options);
-  if (rows == 0) return {index, inverse};
-  select_frames_kernel<<<flat_blocks(rows), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  if (rows == 0) return {index.fill_(kPadding), inverse};
+  select_frames_kernel<<<flat_blocks(std::max(rows, k)), kThreads, 0,
+                         c10::cuda::getCurrentCUDAStream()>>>(
       counts.data_ptr<int64_t>(), rows, k, index.data_ptr<int64_t>(),
       inverse.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -79,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> select_frames_cuda(const at::Tensor& mask,
 // Shared pieces of the row kernels
 // ---------------------------------------------------------------------------
 
-FrameLayout frame_layout(const at::Tensor& t, at::MemoryFormat format) {
+Layout frame_layout(const at::Tensor& t, at::MemoryFormat format) {
   return {static_cast<uint32_t>(t.size(1)), static_cast<uint32_t>(t.size(2) * t.size(3)),
           format == at::MemoryFormat::ChannelsLast};
 }
@@ -89,7 +104,7 @@ FrameLayout frame_layout(const at::Tensor& t, at::MemoryFormat format) {
 // channel of a pack's first element picks the source row of the whole pack.
 // Class boundaries sit at fold*H*W and 2*fold*H*W in a contiguous frame, and
 // at every pixel's channels 0, fold and 2*fold in a channels_last one.
-bool shift_runs_allow(const FrameLayout& layout, int64_t fold, int width) {
+bool shift_runs_allow(const Layout& layout, int64_t fold, int width) {
   if (fold == 0) return true;
   return layout.channels_last ? (layout.channels % width == 0 && fold % width == 0)
                               : (fold * layout.pixels) % width == 0;
@@ -106,39 +121,44 @@ __device__ __forceinline__ Pack<T, N> load_row_or_zero(const T* base, int64_t ro
 // ---------------------------------------------------------------------------
 
 // out[k] = shift(x)[index[k]]: channel c of row k comes from row
-// shifted_source_row(index[k], c) (zeros at clip edges and for bad indices).
+// shifted_source_row(index[k], c) (zeros at clip edges and for padding).
 template <typename T, int N>
 __global__ void gather_frames_kernel(const T* __restrict__ x, const int64_t* __restrict__ index,
                                      T* __restrict__ out, int64_t k_rows, int64_t x_rows,
-                                     uint32_t row_numel, FrameLayout layout, int64_t fold,
+                                     uint32_t row_numel, Layout layout, int64_t fold,
                                      int64_t num_segments) {
   const uint32_t row_packs = row_numel / N;
   for (int64_t k = grid_row_begin(); k < k_rows; k += grid_row_stride()) {
     const int64_t row = index[k];
-    const bool valid = row >= 0 && row < x_rows;
+    const bool valid = in_range(row, x_rows);
+    CUDA_KERNEL_ASSERT_MSG(valid || row == kPadding,
+                           "gather_frames: index value out of range (validate=False)");
     T* out_row = out + k * row_numel;
     for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
       const uint32_t j = p * N;
       const int64_t c = fold > 0 ? layout.channel(j) : 0;
-      const int64_t src = valid ? shifted_source_row(row, c, fold, num_segments) : -1;
+      const int64_t src = valid ? shifted_source_row(row, c, fold, num_segments) : kPadding;
       store_pack<N>(out_row + j, load_row_or_zero<N>(x, src, row_numel, j));
     }
   }
 }
 
 at::Tensor gather_frames_cuda(const at::Tensor& x_in, const at::Tensor& index_in,
-                              int64_t num_segments, int64_t shift_div) {
+                              int64_t num_segments, int64_t shift_div, bool validate) {
   check_gather_args(x_in, index_in, num_segments, shift_div);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::MemoryFormat format = memory_format_of(x_in);
   const at::Tensor x = dense_in(x_in, format);
   const at::Tensor index = index_in.contiguous();
+  if (validate) {
+    validate_index_cuda(index, frame_index_rule("gather_frames", x.size(0), "rows of x", false));
+  }
   const int64_t k_rows = index.size(0);
   at::Tensor out = at::empty({k_rows, x.size(1), x.size(2), x.size(3)},
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
   const uint32_t row_numel = checked_frame_numel(x, "gather_frames");
-  const FrameLayout layout = frame_layout(x, format);
+  const Layout layout = frame_layout(x, format);
   const int64_t fold = shift_fold(x.size(1), shift_div);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_frames_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
@@ -157,49 +177,19 @@ at::Tensor gather_frames_cuda(const at::Tensor& x_in, const at::Tensor& index_in
 }
 
 // ---------------------------------------------------------------------------
-// Inverse index (scatter_frames and the gather backward)
-// ---------------------------------------------------------------------------
-
-// inverse[index[k]] = k, the largest k when a row repeats (deterministic);
-// inverse[rows] (the repeat flag) becomes 1 when any row repeats.
-__global__ void inverse_index_kernel(const int64_t* __restrict__ index, int64_t k_rows,
-                                     int64_t rows, int64_t* __restrict__ inverse) {
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < k_rows;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = index[k];
-    if (row < 0 || row >= rows) continue;
-    const long long before =
-        atomicMax(reinterpret_cast<long long*>(inverse + row), static_cast<long long>(k));
-    if (before != -1) inverse[rows] = 1;
-  }
-}
-
-// inverse [rows + 1] of index [K] (int64, contiguous): the position of each
-// row in index or -1, then the repeat flag (-1: every row appears at most once).
-at::Tensor inverse_index(const at::Tensor& index, int64_t rows) {
-  at::Tensor inverse = at::full({rows + 1}, -1, index.options());
-  const int64_t k_rows = index.size(0);
-  if (k_rows == 0 || rows == 0) return inverse;
-  inverse_index_kernel<<<flat_blocks(k_rows), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      index.data_ptr<int64_t>(), k_rows, rows, inverse.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return inverse;
-}
-
-// ---------------------------------------------------------------------------
 // _gather_frames_backward
 // ---------------------------------------------------------------------------
 
 // grad_x[r] at channel c = grad[inverse[shifted_target_row(r, c)]] (or zero):
 // with distinct indices each source element receives at most one gradient.
-// When the index repeats a row (flag inverse[rows] set), this writes zeros
-// and the atomic kernel below adds every contribution.
+// When the index repeats a row (status bit in inverse[rows]), this writes
+// zeros and the atomic kernel below adds every contribution.
 template <typename T, int N>
 __global__ void gather_backward_kernel(const T* __restrict__ grad,
                                        const int64_t* __restrict__ inverse, T* __restrict__ out,
-                                       int64_t rows, uint32_t row_numel, FrameLayout layout,
+                                       int64_t rows, uint32_t row_numel, Layout layout,
                                        int64_t fold, int64_t num_segments) {
-  const bool zero_only = inverse[rows] != -1;
+  const bool zero_only = (inverse[rows] & kIndexRepeated) != 0;
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
     T* out_row = out + r * row_numel;
@@ -224,37 +214,43 @@ __global__ void gather_backward_repeated_kernel(const T* __restrict__ grad,
                                                 const int64_t* __restrict__ inverse,
                                                 T* __restrict__ out, int64_t k_rows,
                                                 int64_t rows, uint32_t row_numel,
-                                                FrameLayout layout, int64_t fold,
+                                                Layout layout, int64_t fold,
                                                 int64_t num_segments) {
-  if (inverse[rows] == -1) return;
+  if ((inverse[rows] & kIndexRepeated) == 0) return;
   const int64_t total = k_rows * row_numel;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t k = i / row_numel;
     const uint32_t j = static_cast<uint32_t>(i - k * row_numel);
     const int64_t row = index[k];
-    if (row < 0 || row >= rows) continue;
+    if (!in_range(row, rows)) continue;  // padding (bad values were rejected or asserted)
     const int64_t c = fold > 0 ? layout.channel(j) : 0;
     const int64_t src = shifted_source_row(row, c, fold, num_segments);
     if (src >= 0) gpuAtomicAddNoReturn(out + src * row_numel + j, grad[i]);
   }
 }
 
+// Deterministic when the index names each row at most once (select_frames'
+// indices); a repeated row is summed with atomics, in no fixed order.
 at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tensor& index_in,
                                        int64_t num_rows, int64_t num_segments,
-                                       int64_t shift_div) {
+                                       int64_t shift_div, bool validate) {
   check_gather_backward_args(grad_in, index_in, num_rows, num_segments, shift_div);
   const c10::cuda::CUDAGuard guard(grad_in.device());
   const at::MemoryFormat format = memory_format_of(grad_in);
   const at::Tensor grad = dense_in(grad_in, format);
   const at::Tensor index = index_in.contiguous();
+  const at::Tensor inverse = inverse_index(index, num_rows, /*repeats_allowed=*/true, !validate);
+  if (validate) {
+    raise_if_flagged(inverse.select(0, num_rows), index,
+                     frame_index_rule("_gather_frames_backward", num_rows, "num_rows", false));
+  }
   at::Tensor out = at::empty({num_rows, grad.size(1), grad.size(2), grad.size(3)},
                              grad.options().memory_format(format));
   if (out.numel() == 0) return out;
   const uint32_t row_numel = checked_frame_numel(grad, "_gather_frames_backward");
-  const FrameLayout layout = frame_layout(grad, format);
+  const Layout layout = frame_layout(grad, format);
   const int64_t fold = shift_fold(grad.size(1), shift_div);
-  const at::Tensor inverse = inverse_index(index, num_rows);
   const int64_t k_rows = index.size(0);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_frames_backward_cuda", [&] {
@@ -293,7 +289,6 @@ __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __res
                                       const int64_t* __restrict__ inverse,
                                       const T* __restrict__ fill, bool relu, T* __restrict__ out,
                                       int64_t rows, uint32_t row_numel) {
-  using acc_t = at::opmath_type<T>;
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
     const int64_t k = inverse[r];
@@ -310,40 +305,30 @@ __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __res
       } else {
         a = zero_pack<N, T>();
       }
-      Pack<T, N> result;
-#pragma unroll
-      for (int i = 0; i < N; ++i) {
-        const acc_t sum = static_cast<acc_t>(b.v[i]) + static_cast<acc_t>(a.v[i]);
-        result.v[i] = static_cast<T>(relu ? relu_keep_nan(sum) : sum);
-      }
-      store_pack<N>(out_row + j, result);
+      store_pack<N>(out_row + j, add_packs<N>(b, a, relu));
     }
   }
 }
 
 at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_in,
                                const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
-                               bool relu) {
+                               bool relu, bool validate) {
   check_scatter_args(base_in, src_in, index_in, fill_in);
   const c10::cuda::CUDAGuard guard(base_in.device());
   const at::MemoryFormat format = memory_format_of(base_in);
   const at::Tensor base = dense_in(base_in, format);
   const at::Tensor src = dense_in(src_in, format);
   const at::Tensor index = index_in.contiguous();
+  const int64_t rows = base.size(0);
+  const at::Tensor inverse = inverse_index(index, rows, /*repeats_allowed=*/false, !validate);
+  if (validate) {
+    raise_if_flagged(inverse.select(0, rows), index,
+                     frame_index_rule("scatter_frames", rows, "rows of base", true));
+  }
   at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
   if (out.numel() == 0) return out;
   const uint32_t row_numel = checked_frame_numel(base, "scatter_frames");
-  // fill as one frame in base's layout: [C, H, W] as is, [C] broadcast over
-  // H, W (one frame's worth of work, so that the kernel only reads packs).
-  at::Tensor fill;
-  if (fill_in.has_value() && fill_in->defined()) {
-    const at::Tensor frame = fill_in->dim() == 1
-                                 ? fill_in->reshape({1, base.size(1), 1, 1}).expand({1, base.size(1), base.size(2), base.size(3)})
-                                 : fill_in->unsqueeze(0);
-    fill = dense_in(frame, format);
-  }
-  const int64_t rows = base.size(0);
-  const at::Tensor inverse = inverse_index(index, rows);
+  const at::Tensor fill = fill_frame(fill_in, base, format);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_frames_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
     const scalar_t* fill_ptr = fill.defined() ? fill.data_ptr<scalar_t>() : nullptr;

@@ -3,6 +3,7 @@
 // the channels_last reductions.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -13,7 +14,10 @@
 #include <initializer_list>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <type_traits>
+
+#include "common/indexing.h"
 
 namespace afnet_kernels {
 namespace cuda {
@@ -57,6 +61,21 @@ __device__ __forceinline__ A relu_keep_nan(A v) {
   return v < A(0) ? A(0) : v;
 }
 
+// a + b element by element in opmath (rounded once), then ReLU when `relu`:
+// the epilogue of the scatters.
+template <int N, typename T>
+__device__ __forceinline__ Pack<T, N> add_packs(const Pack<T, N>& a, const Pack<T, N>& b,
+                                                bool relu) {
+  using acc_t = at::opmath_type<T>;
+  Pack<T, N> out;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const acc_t sum = static_cast<acc_t>(a.v[i]) + static_cast<acc_t>(b.v[i]);
+    out.v[i] = static_cast<T>(relu ? relu_keep_nan(sum) : sum);
+  }
+  return out;
+}
+
 // Gradient through a ReLU given its output, as torch's threshold_backward:
 // zero where out <= 0 (NaN outputs pass the gradient).
 template <typename A>
@@ -71,18 +90,8 @@ __device__ __forceinline__ A warp_sum(A v) {
   return v;
 }
 
-// Where element j of a frame lies. A frame is one dense block of C*H*W
-// elements in both layouts: channel planes of H*W (contiguous) or H*W pixels
-// of C channels (channels_last).
-struct FrameLayout {
-  uint32_t channels;
-  uint32_t pixels;  // H*W
-  bool channels_last;
-
-  __device__ __forceinline__ uint32_t channel(uint32_t j) const {
-    return channels_last ? j % channels : j / pixels;
-  }
-};
+// Frames are addressed with 32-bit offsets on the device (see checked_frame_numel).
+using Layout = FrameLayout<uint32_t>;
 
 // C*H*W of a [rows, C, H, W] tensor. Kernels address inside a frame with
 // 32-bit offsets (row bases are 64-bit), so a frame must stay below 2^31.
@@ -92,6 +101,18 @@ inline uint32_t checked_frame_numel(const at::Tensor& t, const char* op) {
               ": frames of more than 2^31 - 1 elements (C*H*W = ", numel,
               ") are not supported by the CUDA kernels");
   return static_cast<uint32_t>(numel);
+}
+
+// A scatter's fill as one frame [1, C, H, W] of base, dense in `format` ([C]
+// broadcast over the pixels: one frame's worth of work, so that the kernels
+// read it in packs at a frame's offsets); undefined when there is no fill.
+inline at::Tensor fill_frame(const std::optional<at::Tensor>& fill, const at::Tensor& base,
+                             at::MemoryFormat format) {
+  if (!fill.has_value() || !fill->defined()) return at::Tensor();
+  const int64_t C = base.size(1), H = base.size(2), W = base.size(3);
+  const at::Tensor frame = fill->dim() == 1 ? fill->reshape({1, C, 1, 1}).expand({1, C, H, W})
+                                            : fill->unsqueeze(0);
+  return frame.contiguous(format);
 }
 
 inline bool is_aligned(const void* p, int bytes) {

@@ -1,0 +1,99 @@
+"""Build guard: the compiled kernels are present wherever they can be built.
+
+Nothing here skips. A CPU library that fails to load, or a machine with nvcc whose CUDA
+kernels were not built and registered, fails the suite: otherwise every op would quietly
+fall back to the reference and the op tests would compare the reference with itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+import afnet_kernels as ak
+from afnet_kernels import _loader, ops
+from afnet_kernels import reference as ref
+
+# Every op the library declares; the registry below must hold at least these.
+EXPECTED_OPS = {
+    "select_frames",
+    "gather_frames",
+    "_gather_frames_backward",
+    "scatter_frames",
+    "blend_branches",
+    "_blend_branches_backward",
+    "pool_branches",
+    "gather_tiles",
+    "_gather_tiles_backward",
+    "scatter_tiles",
+}
+
+
+def _nvcc() -> Optional[Path]:
+    """The nvcc the Makefile would build with: $CUDA_HOME's, else /usr/local/cuda's."""
+    candidates = [Path("/usr/local/cuda/bin/nvcc")]
+    if os.environ.get("CUDA_HOME"):
+        candidates.insert(0, Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc")
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _declared_ops() -> List[str]:
+    names = torch._C._dispatch_get_all_op_names()
+    return sorted(n.split("::", 1)[1] for n in names if n.startswith("afnet_kernels::"))
+
+
+def _missing_kernels(dispatch_key: str) -> List[str]:
+    return [
+        name
+        for name in _declared_ops()
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"afnet_kernels::{name}", dispatch_key)
+    ]
+
+
+def test_cpu_library_loads_with_every_op():
+    info = ak.backends()
+    assert info["cpu"]["usable"], f"afnet_kernels._C did not load: {info['cpu']['reason']}"
+    assert EXPECTED_OPS <= set(_declared_ops()), f"ops without a schema: {EXPECTED_OPS - set(_declared_ops())}"
+    missing = _missing_kernels("CPU")
+    assert not missing, f"ops without a CPU kernel: {missing}"
+
+
+def test_cuda_kernels_built_when_nvcc_is_present():
+    """A silently skipped CUDA build must not pass: nvcc here means CUDA kernels."""
+    nvcc = _nvcc()
+    info = ak.backends()["cuda"]
+    if nvcc is None:
+        # A CPU-only build is right here; a CUDA library that exists must still load.
+        assert not info["built"] or _loader.CUDA_LIB.loaded, info["reason"]
+        return
+    assert info["built"], (
+        f"nvcc is present ({nvcc}) but afnet_kernels._C_cuda was not built: {info['reason']}. "
+        "Rebuild with FORCE_CUDA=1 pip install --no-build-isolation -e ."
+    )
+    missing = _missing_kernels("CUDA")
+    assert not missing, f"nvcc is present ({nvcc}) but these ops have no CUDA kernel: {missing}"
+
+
+def test_backends_report():
+    info = ak.backends()
+    assert info["reference"] is True
+    assert info["cpu"] == {"built": True, "usable": True, "reason": None}
+    assert info["cuda"]["usable"] == (info["cuda"]["built"] and torch.cuda.is_available())
+    if not info["cuda"]["usable"]:
+        assert info["cuda"]["reason"], "an unusable backend must say why"
+
+
+def test_fallback_to_reference_when_library_missing(monkeypatch, caplog):
+    missing = _loader._load("_no_such_library")
+    assert not missing.built and "was not built" in missing.reason
+    monkeypatch.setattr(ops, "CPU_LIB", missing)
+    x = torch.randn(8, 4, 3, 3)
+    index = torch.tensor([0, 2, -1, 5])
+    assert torch.equal(ak.gather_frames(x, index, 4, 2), ref.gather_frames(x, index, 4, 2))
+    monkeypatch.setattr(_loader, "_load", lambda name: missing)
+    with caplog.at_level("WARNING", logger="afnet_kernels"):
+        cpu, _ = _loader.load()
+    assert not cpu.loaded and "falling back to the pure-PyTorch reference" in caplog.text
