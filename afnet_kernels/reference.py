@@ -35,6 +35,7 @@ __all__ = [
     "blend_branches",
     "pool_branches",
     "cell_bounds",
+    "cell_of_position",
     "gather_tiles",
     "scatter_tiles",
     "tile_valid_mask",
@@ -361,12 +362,16 @@ def tile_extent_mask(index: torch.Tensor, grid: Pair, out_size: Pair) -> torch.T
     return ((~padding)[:, None, None] & inside[0][:, :, None] & inside[1][:, None, :])[:, None]
 
 
+def cell_of_position(length: int, cells: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """int64 ``[length]``: the cell of every position of an axis, ``((p + 1)*G - 1) // L`` (the
+    largest ``i`` with ``cell_bounds[i] <= p``), as the kernels compute it."""
+    return ((torch.arange(length, device=device) + 1) * cells - 1) // length
+
+
 def _axis_cells(length: int, cells: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The cell of every position of an axis (``((p + 1)*G - 1) // L``, as the kernels compute
-    it) and the position's offset inside its cell, both int64 ``[length]``."""
-    position = torch.arange(length, device=device)
-    cell = ((position + 1) * cells - 1) // length
-    return cell, position - cell_bounds(length, cells, device)[cell]
+    """The cell of every position of an axis and the position's offset inside its cell."""
+    cell = cell_of_position(length, cells, device)
+    return cell, torch.arange(length, device=device) - cell_bounds(length, cells, device)[cell]
 
 
 def tile_of_pixel(index: torch.Tensor, grid: Pair, rows: int, out_size: Pair) -> torch.Tensor:

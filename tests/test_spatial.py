@@ -10,7 +10,8 @@ import torch
 import afnet
 import afnet_kernels
 from afnet.engine import count_macs
-from afnet.layers.spatial import SpatialNavigation, block_grid, cell_of_pixel, upsample_cells
+from afnet.layers.spatial import SpatialNavigation, block_grid, upsample_cells
+from afnet_kernels.reference import cell_of_position
 from afnet.losses import afnet_loss, record_masks, record_spatial_masks, spatial_ratio_penalty
 from model_utils import build_model, random_masks, random_state_like, relative_error
 
@@ -61,7 +62,7 @@ def run(model, video, execution, masks=None, cells=None, backend="kernels", layo
 # -- cells ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("size,cells", [(14, 4), (14, 2), (56, 7), (7, 7), (6, 4), (13, 1)])
 def test_cells_follow_adaptive_pooling_starts(size, cells) -> None:
-    owner = cell_of_pixel(size, cells)
+    owner = cell_of_position(size, cells)
     starts = [i * size // cells for i in range(cells)]
     for y in range(size):
         assert owner[y] == max(i for i in range(cells) if starts[i] <= y)

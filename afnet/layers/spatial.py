@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
+from afnet_kernels.reference import cell_of_position
 
 SPATIAL_POLICIES = ("navigation", "random", "center")
 HIDDEN = 16
@@ -30,7 +31,6 @@ __all__ = [
     "SpatialNavigation",
     "SpatialPolicy",
     "block_grid",
-    "cell_of_pixel",
     "cells_kept",
     "upsample_cells",
 ]
@@ -41,17 +41,10 @@ def block_grid(grid: int, out_size: Sequence[int]) -> Tuple[int, int]:
     return min(grid, int(out_size[0])), min(grid, int(out_size[1]))
 
 
-def cell_of_pixel(size: int, cells: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """int64 ``[size]``: the cell of each pixel, ``((y + 1)·G − 1) // L`` (the largest ``i`` with
-    ``floor(i·L/G) <= y``)."""
-    y = torch.arange(size, device=device)
-    return ((y + 1) * cells - 1) // size
-
-
 def upsample_cells(mask: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
     """Cell mask ``[B, Gh, Gw]`` to a pixel mask ``[B, 1, H, W]`` over the cell partition."""
-    rows = cell_of_pixel(int(out_size[0]), mask.shape[1], mask.device)
-    cols = cell_of_pixel(int(out_size[1]), mask.shape[2], mask.device)
+    rows = cell_of_position(int(out_size[0]), mask.shape[1], mask.device)
+    cols = cell_of_position(int(out_size[1]), mask.shape[2], mask.device)
     return mask[:, rows][:, :, cols].unsqueeze(1)
 
 
