@@ -162,9 +162,9 @@ def select_frames(
         length = count if num_selected is None else num_selected
     else:
         length = num_selected
-    # Selected rows first, each group ascending (a stable sort on "not selected").
-    order = torch.argsort((~flat).to(torch.uint8), stable=True)
-    index = torch.where(flat[order], order, PADDING)
+    # Position k holds the row whose inverse is k: the selected rows ascending, then -1. No sort,
+    # so the graph exports to ONNX (which has no stable sort).
+    index = inverse_index(inverse, rows)
     if length <= rows:
         return index[:length], inverse
     padding = torch.full((length - rows,), PADDING, dtype=torch.int64, device=mask.device)
