@@ -7,9 +7,17 @@ frames (frame-major, row ``n*T + t``) and average the per-frame logits over T
 TSM puts the temporal shift in every bottleneck's residual branch: the input of
 ``conv1`` is shifted, the shortcut takes the unshifted input (the "residual
 shift" of the TSM paper, as AFNet-TSM uses it).
+
+:class:`PlannedVideoResNet50` runs the same network on afnet's inference engine
+(``afnet.engine``): BN folded into every convolution, prepacked oneDNN weights,
+ReLU and the residual add fused into the convolutions, the TSM shift fused into
+one gather. That is exactly the treatment the AF models get, so that the
+benchmark compares AFNet with TSN at its best, not with an unfused TSN.
 """
 
 from __future__ import annotations
+
+from typing import List, Optional
 
 import torch
 import torchvision
@@ -17,9 +25,15 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck
 
-from afnet.backend import shift_frames
+from afnet.backend import BACKENDS, get_ops, shift_frames
+from afnet.engine.context import ExecutionContext
+from afnet.engine.executor import run_plan
+from afnet.engine.folding import onednn_applies
+from afnet.engine.plan import PlanCache
+from afnet.models.description import Block, GlobalPool, Layers, Part
 
 BASELINES = ("tsn_resnet50", "tsm_resnet50")
+MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 
 
 class ShiftedConv(nn.Module):
@@ -67,11 +81,15 @@ class VideoResNet50(nn.Module):
         if shift:
             add_temporal_shift_(self.base, num_segments, shift_div)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def check_video(self, video: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``video`` is ``[N, T, 3, H, W]`` with this model's T."""
         if video.dim() != 5 or video.shape[1] != self.num_segments or video.shape[2] != 3:
             raise ValueError(
                 f"video must be [N, {self.num_segments}, 3, H, W], got {list(video.shape)}"
             )
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_video(video)
         n, t = video.shape[:2]
         logits = self.base(video.flatten(0, 1))
         return logits.view(n, t, -1).mean(dim=1)
@@ -82,6 +100,92 @@ def create_baseline(name: str, *, num_classes: int, num_segments: int) -> VideoR
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
     return VideoResNet50(num_classes, num_segments, shift=name == "tsm_resnet50")
+
+
+class BottleneckAdapter:
+    """A torchvision ``Bottleneck`` as the engine sees a residual block.
+
+    The engine's plan (``afnet.engine.plan.build_plan``) reads these attributes of an afnet
+    ``ResidualBlock``: the branch ``conv1 → bn1 → ReLU → conv2 → bn2 → ReLU → conv3 → bn3``, the
+    shortcut ``downsample`` (None: identity), the ReLU after the add, and the TSM shift of the
+    branch input (``shift_div`` 0: none; a :class:`ShiftedConv` ``conv1`` gives its fold).
+    BN must not be folded yet: the plan folds it itself and fuses the ReLU behind it.
+    """
+
+    has_residual = True
+    last_relu = True
+    fill_zero_response = True  # read for focal blocks only; a baseline has none
+
+    def __init__(self, block: Bottleneck, num_segments: int) -> None:
+        if not all(isinstance(getattr(block, f"bn{i}"), nn.BatchNorm2d) for i in (1, 2, 3)):
+            raise ValueError(
+                "BottleneckAdapter needs the block's BatchNorms (the plan folds them itself); "
+                "this block's BN was already folded by fold_batchnorm_"
+            )
+        self.block = block
+        self.num_segments = num_segments
+        shifted = isinstance(block.conv1, ShiftedConv)
+        self.shift_div = block.conv1.shift_div if shifted else 0
+        self._conv1 = block.conv1.conv if shifted else block.conv1
+
+    def branch_modules(self) -> List[nn.Module]:
+        b = self.block
+        return [self._conv1, b.bn1, b.relu, b.conv2, b.bn2, b.relu, b.conv3, b.bn3]
+
+    def shortcut_modules(self) -> Optional[List[nn.Module]]:
+        return list(self.block.downsample) if self.block.downsample is not None else None
+
+
+class PlannedVideoResNet50(nn.Module):
+    """A :class:`VideoResNet50` (TSN or TSM) run by afnet's inference engine, for inference only.
+
+    ``video`` ``[N, T, 3, H, W]`` -> logits ``[N, num_classes]``, equal to ``model(video)`` in
+    eval up to the summation order of the folded convolutions. The frames run in
+    ``memory_format`` (set it between calls to try both layouts; one plan is kept per layout,
+    rebuilt when a weight changes). ``backend`` selects the frame ops of the TSM shift
+    (``"kernels"`` or ``"torch"``). The weights are ``model``'s own (shared, not copied); its BN
+    must not be folded.
+    """
+
+    def __init__(
+        self, model: VideoResNet50, backend: str = "kernels",
+        memory_format: torch.memory_format = torch.channels_last,
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
+        self.video_model = model
+        self.backend = backend
+        self.memory_format = memory_format
+        base = model.base
+        # Validates every block now (BN not folded), not at the first forward.
+        self._blocks = [
+            BottleneckAdapter(b, model.num_segments)
+            for layer in (base.layer1, base.layer2, base.layer3, base.layer4) for b in layer
+        ]
+        self._plans = PlanCache()
+
+    def describe(self) -> List[Part]:
+        """Stem, the 16 bottlenecks, the global pool: ``[N*T, 3, H, W] -> [N*T, 2048]``."""
+        base = self.video_model.base
+        return [Layers((base.conv1, base.bn1, base.relu, base.maxpool)),
+                *(Block(b) for b in self._blocks), GlobalPool()]
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError("PlannedVideoResNet50 runs inference only (BN running statistics): call .eval()")
+        self.video_model.check_video(video)
+        n, t = video.shape[:2]
+        x = video.flatten(0, 1).contiguous(memory_format=self.memory_format)
+        ctx = ExecutionContext(get_ops(self.backend))
+        # As for the AF models (the same one-pass check, so both pay the same for it): oneDNN's
+        # fused ReLU maps NaN to 0, so non-finite input runs NaN-preserving epilogues.
+        ctx.exact = onednn_applies(x) and not bool(x.sum().isfinite())
+        features, _ = run_plan(self._plans.get(self, self.memory_format), x, ctx)
+        logits = self.video_model.base.fc(features)
+        return logits.view(n, t, -1).mean(dim=1)
 
 
 def _fuse_pair(owner: nn.Module, conv_name: str, bn_name: str) -> None:

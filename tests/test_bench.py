@@ -1,4 +1,5 @@
-"""The latency benchmark: baselines, timing harness, reports, CLI flags and a tiny end-to-end run.
+"""The latency benchmark: baselines (torchvision and planned), the suite, the checks before
+timing, the timing harness, reports and plots, CLI flags and tiny end-to-end runs.
 
 No test here asserts a speed; speed claims live in ``afnet bench`` itself.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,10 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import afnet
 from afnet import baselines
+from afnet.bench import build, report, runner, timing
 from afnet.bench import config as bench_config
-from afnet.bench import report, runner, timing
+from afnet.bench.config import BenchConfig, Entry
 from afnet.cli import main
+from afnet.engine.counters import count_macs
+from afnet.engine.folding import FoldedConv, ModuleStep
 from afnet_kernels.reference import temporal_shift
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _calibrated(model: torch.nn.Module, video: torch.Tensor, seed: int = 0) -> torch.nn.Module:
-    runner.calibrate_(model, video, torch.Generator().manual_seed(seed))
+    build.calibrate_(model, video, torch.Generator().manual_seed(seed))
     return model
 
 
@@ -73,7 +79,7 @@ def test_tsm_shifts_residual_branch_only(tsn_pair, layout):
     torch.testing.assert_close(seen["conv1_in"][0, :fold], x[1, :fold], rtol=0, atol=0)
     assert seen["conv1_in"][0, fold : 2 * fold].abs().max() == 0
     assert sum(isinstance(m, baselines.ShiftedConv) for m in tsm.modules()) == 16
-    assert runner.rel_err(out_tsm, out_tsn) > 1e-3  # the shift changes the output
+    assert build.rel_err(out_tsm, out_tsn) > 1e-3  # the shift changes the output
 
 
 def test_tsn_averages_per_frame_logits(tsn_pair):
@@ -94,7 +100,7 @@ def test_fold_batchnorm_keeps_output(tsn_pair, shift):
         baselines.fold_batchnorm_(model)
         after = model(video)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert runner.rel_err(after, before) < runner.REL_TOL[torch.float32]
+    assert build.rel_err(after, before) < build.REL_TOL[torch.float32]
 
 
 def test_fold_batchnorm_needs_eval():
@@ -115,6 +121,56 @@ def test_count_gflops_matches_paper_tsn():
     model = baselines.create_baseline("tsn_resnet50", num_classes=1000, num_segments=1).eval()
     per_frame = baselines.count_gflops(model, torch.randn(1, 1, 3, 224, 224))
     assert abs(per_frame * 8 - 32.7) < 0.1  # paper Table: TSN ResNet50, 8 frames, 32.7 GFLOPs
+
+
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("layout", baselines.MEMORY_FORMATS)
+def test_planned_baseline_equals_torchvision(tsn_pair, shift, layout):
+    """The engine plan of TSN/TSM computes what torchvision computes, in both layouts, and really
+    runs the folded convolutions: 53 of them (stem, 16 bottlenecks x 3, 4 shortcuts), every
+    ReLU fused, on every frame."""
+    tsn, video = tsn_pair
+    model = copy.deepcopy(tsn)
+    if shift:
+        baselines.add_temporal_shift_(model.base, 3)
+    planned = baselines.PlannedVideoResNet50(model, memory_format=layout).eval()
+    with torch.inference_mode():
+        expected = model(video)
+        with count_macs() as counter:
+            out = planned(video)
+    assert build.rel_err(out, expected) < build.REL_TOL[torch.float32]
+    assert counter.calls == 53 and counter.rows == 53 * video.shape[0] * video.shape[1]
+    plan = planned._plans.get(planned, layout)
+    blocks = plan.parts[1:-1]
+    assert len(blocks) == 16 and all(b.shift_div == (8 if shift else 0) for b in blocks)
+    assert all(isinstance(step, FoldedConv) for b in blocks for step in b.branch)
+    assert [type(s) for s in plan.parts[0].steps] == [FoldedConv, ModuleStep]  # conv+BN+ReLU, max-pool
+    assert plan.parts[0].steps[0].relu and blocks[0].branch[0].relu and not blocks[0].branch[-1].relu
+
+
+def test_planned_tsm_shifts(tsn_pair):
+    """Control for the test above: the planned TSM differs from the planned TSN (the shift runs)."""
+    tsn, video = tsn_pair
+    tsm = copy.deepcopy(tsn)
+    baselines.add_temporal_shift_(tsm.base, 3)
+    with torch.inference_mode():
+        planned_tsn = baselines.PlannedVideoResNet50(tsn).eval()(video)
+        planned_tsm = baselines.PlannedVideoResNet50(tsm).eval()(video)
+    assert build.rel_err(planned_tsm, planned_tsn) > 1e-3
+
+
+def test_planned_baseline_errors(tsn_pair):
+    tsn, video = tsn_pair
+    folded = baselines.fold_batchnorm_(copy.deepcopy(tsn))
+    with pytest.raises(ValueError, match="already folded by fold_batchnorm_"):
+        baselines.PlannedVideoResNet50(folded)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        baselines.PlannedVideoResNet50(tsn, backend="cuda")
+    planned = baselines.PlannedVideoResNet50(copy.deepcopy(tsn))
+    with pytest.raises(RuntimeError, match="inference only"):
+        planned.train()(video)
+    with pytest.raises(ValueError, match=r"\[N, 3, 3, H, W\]"):
+        planned.eval()(video[:, :2])
 
 
 # ---------------------------------------------------------------- timing
@@ -148,66 +204,287 @@ def test_round_robin_interleaves_and_syncs():
 # ---------------------------------------------------------------- report
 
 
-def _fake_rows():
-    cfg = bench_config.BenchConfig(frames=8)
+def _fake_rows(cfg: BenchConfig = BenchConfig(frames=8)):
+    """Rows of the suite with made-up timings: eager torchvision TSN slowest (400 ms), planned
+    NHWC TSN fastest (250 ms), compiled 300 ms; AF rows faster when sparse."""
     entries = bench_config.default_suite(cfg)
     stats, facts = {}, {}
     for i, e in enumerate(entries):
-        ms = 400.0 if e.is_baseline else 100.0 + 10 * i + (50 if e.execution == "dense" else 0)
+        if e.is_baseline:
+            ms = {"torchvision": 400.0, "planned": 260.0 if e.layout == "contiguous" else 250.0}[e.execution]
+            ms = 300.0 if e.runner == "compiled" else ms + (20 if e.arch == bench_config.TSM else 0)
+        else:
+            ms = 100.0 + 10 * i + (50 if e.execution == "dense" else 0) - (30 if e.runner != "eager" else 0)
         stats[e.key] = timing.summarize([ms / 1e3 * f for f in (0.9, 1.0, 1.2)])
-        gflops = 32.7 if e.is_baseline else 10 + 20 * e.rt
-        facts[e.key] = {"gflops": gflops, "rt_realized": e.rt, "check_rel_err": 1e-7}
+        gflops = 32.7 if e.is_baseline else 10 + 20 * e.rt * (e.rs or 1)
+        facts[e.key] = {"gflops": gflops, "rt_realized": e.rt, "rs_realized": e.rs, "check_rel_err": 1e-7}
     return entries, report.build_rows(entries, stats, facts, batch=2)
 
 
-def test_default_suite_matches_issue():
-    entries = bench_config.default_suite(bench_config.BenchConfig(frames=8))
-    keys = [e.key for e in entries]
-    assert keys[:2] == ["tsn_resnet50-t8", "tsm_resnet50-t8"]
+def _keys(cfg: BenchConfig):
+    return [e.key for e in bench_config.default_suite(cfg)]
+
+
+def test_default_suite_on_cpu():
+    keys = _keys(BenchConfig(frames=8, channels_last=True))
+    assert keys[:7] == [
+        "tsn_resnet50-t8-torchvision-channels_last", "tsn_resnet50-t8-planned-contiguous",
+        "tsn_resnet50-t8-planned-channels_last", "tsn_resnet50-t8-torchvision-compiled-channels_last",
+        "tsm_resnet50-t8-torchvision-channels_last", "tsm_resnet50-t8-planned-contiguous",
+        "tsm_resnet50-t8-planned-channels_last",
+    ]
     for rt in (0.25, 0.5, 0.75, 1.0):
-        assert f"af_resnet50-t8-rt{rt:g}-sparse" in keys and f"af_resnet50-t8-rt{rt:g}-dense" in keys
+        for execution in ("sparse", "dense", "folded"):
+            assert f"af_resnet50-t8-rt{rt:g}-{execution}" in keys
+    for rt in (0.25, 0.5):
+        assert {f"af_resnet50-t8-budget{rt:g}-sparse", f"af_resnet50-t8-budget{rt:g}-sparse-compiled"} <= set(keys)
     for rt in (0.4, 0.8):
-        assert f"af_resnet50-tsm-t12-rt{rt:g}-sparse" in keys
-    assert "af_mobilenetv3-tsm-t12-rt0.4-dense" in keys
-    assert len(set(keys)) == len(keys)
-    only = bench_config.default_suite(bench_config.BenchConfig(only=("mobilenet",)))
-    assert [e.key for e in only][2:] == ["af_mobilenetv3-tsm-t12-rt0.4-sparse", "af_mobilenetv3-tsm-t12-rt0.4-dense"]
-    quick = bench_config.default_suite(bench_config.BenchConfig(quick=True))
-    assert len(quick) == 4
+        assert {f"af_resnet50-tsm-t12-rt{rt:g}-sparse", f"af_resnet50-tsm-t12-rt{rt:g}-dense"} <= set(keys)
+    assert {"af_mobilenetv3-tsm-t12-rt0.4-sparse", "af_mobilenetv3-tsm-t12-rt0.4-dense",
+            "af_mobilenetv3-tsm-t12-budget0.4-sparse"} <= set(keys)
+    spatial = [k for k in keys if "-rs" in k]
+    assert len(spatial) == 12
+    assert {"af_resnet50-t8-rt0.5-rs0.25-sparse", "af_resnet50-t8-rt1-rs1-dense"} <= set(spatial)
+    # GPU-only rows: CUDA graphs and the threshold rule's graphs; MobileNet compiles in minutes on a CPU.
+    assert not any("graphed" in k or "exact" in k or "reduce-overhead" in k for k in keys)
+    assert "af_mobilenetv3-tsm-t12-budget0.4-sparse-compiled" not in keys
+    assert len(set(keys)) == len(keys) == 7 + 12 + 4 + 4 + 3 + 12
 
 
-def test_build_rows_ratios():
-    entries, rows = _fake_rows()
+def test_default_suite_on_cuda_and_without_compile():
+    keys = _keys(BenchConfig(device="cuda", frames=8))  # the suite only; nothing runs on the device
+    assert {"af_resnet50-t8-budget0.25-sparse-graphed", "af_resnet50-t8-exact0.25-sparse",
+            "af_resnet50-t8-exact0.25-sparse-reduce-overhead", "af_mobilenetv3-tsm-t12-budget0.4-sparse-compiled",
+            "af_mobilenetv3-tsm-t12-budget0.4-sparse-graphed", "tsn_resnet50-t8-planned-channels_last",
+            "tsn_resnet50-t8-torchvision-compiled-contiguous"} <= set(keys)  # BenchConfig's layout: contiguous
+    plain = _keys(BenchConfig(device="cuda", frames=8, compile=False))
+    assert not any("compiled" in k or "reduce-overhead" in k for k in plain)
+    assert "af_resnet50-t8-budget0.25-sparse-graphed" in plain
+
+
+def test_quick_only_and_sweep_suites():
+    quick = _keys(BenchConfig(quick=True, channels_last=True))
+    assert quick[7:] == ["af_resnet50-t8-rt0.25-sparse", "af_resnet50-t8-rt0.25-dense", "af_resnet50-t8-rt0.25-folded",
+                         "af_resnet50-t8-budget0.25-sparse"]
+    only = _keys(BenchConfig(only=("mobilenet",)))
+    assert all(k.startswith(("tsn_", "tsm_", "af_mobilenetv3")) for k in only) and len(only) == 7 + 3
+    sweep = _keys(BenchConfig(device="cuda", batch_sweep=(1, 8, 32), channels_last=True))
+    assert sweep == [
+        "tsn_resnet50-t8-torchvision-channels_last", "tsn_resnet50-t8-planned-contiguous",
+        "tsn_resnet50-t8-planned-channels_last", "tsn_resnet50-t8-torchvision-compiled-channels_last",
+        "af_resnet50-t8-rt0.25-sparse", "af_resnet50-t8-budget0.25-sparse", "af_resnet50-t8-budget0.25-sparse-graphed",
+        "af_mobilenetv3-tsm-t12-rt0.4-sparse", "af_mobilenetv3-tsm-t12-budget0.4-sparse",
+        "af_mobilenetv3-tsm-t12-budget0.4-sparse-graphed",
+    ]
+
+
+def test_entry_names_and_validation():
+    e = Entry("af_resnet50", 8, 0.25, execution="sparse", rule="budget", runner="compiled")
+    assert (e.model_key, e.key, e.variant) == (
+        "af_resnet50-t8-budget0.25", "af_resnet50-t8-budget0.25-sparse-compiled", "budget sparse compiled")
+    assert Entry("tsm_resnet50", 8, execution="planned", layout="contiguous").variant == "planned NCHW"
+    assert Entry("af_resnet50", 8, 0.5, rs=0.25).model_key == "af_resnet50-t8-rt0.5-rs0.25"
+    with pytest.raises(ValueError, match="rule must be one of"):
+        Entry("af_resnet50", 8, 0.5, rule="threshold")
+    with pytest.raises(ValueError, match="runner must be one of"):
+        Entry("af_resnet50", 8, 0.5, runner="jit")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        Entry("tsn_resnet50", 8, layout="nhwc")
+
+
+def test_build_rows_ratios_against_the_fastest_tsn():
+    _, rows = _fake_rows()
     by_key = {r["key"]: r for r in rows}
-    tsn = by_key["tsn_resnet50-t8"]
-    assert tsn["speedup_vs_tsn"] is None and tsn["efficiency"] == pytest.approx(1.0)
-    assert tsn["videos_per_s"] == pytest.approx(2 / 0.4)
-    assert tsn["gflop_per_s"] == pytest.approx(32.7 * 2 / 0.4)
+    fastest = by_key["tsn_resnet50-t8-planned-channels_last"]
+    eager = by_key["tsn_resnet50-t8-torchvision-contiguous"]
+    assert all(r["tsn_reference"] == fastest["key"] for r in rows)
+    assert all(r["tsm_reference"] == "tsm_resnet50-t8-planned-channels_last" for r in rows)
+    assert fastest["speedup_vs_tsn"] == pytest.approx(1.0) and fastest["efficiency"] == pytest.approx(1.0)
+    assert eager["speedup_vs_tsn"] == pytest.approx(250 / 400)  # the slow eager TSN is not the denominator
+    compiled = by_key["tsn_resnet50-t8-torchvision-compiled-contiguous"]
+    assert compiled["speedup_vs_eager"] == pytest.approx(400 / 300)
     sparse = by_key["af_resnet50-t8-rt0.25-sparse"]
     dense = by_key["af_resnet50-t8-rt0.25-dense"]
-    assert sparse["speedup_vs_tsn"] == pytest.approx(400 / sparse["latency_ms"])
+    folded = by_key["af_resnet50-t8-rt0.25-folded"]
+    assert sparse["speedup_vs_tsn"] == pytest.approx(250 / sparse["latency_ms"])
+    assert sparse["speedup_vs_tsm"] == pytest.approx(270 / sparse["latency_ms"])
     assert sparse["speedup_vs_dense"] == pytest.approx(dense["latency_ms"] / sparse["latency_ms"])
-    assert dense["speedup_vs_dense"] is None
+    assert folded["speedup_vs_dense"] == pytest.approx(dense["latency_ms"] / folded["latency_ms"])
+    assert dense["speedup_vs_dense"] is None and sparse["speedup_vs_eager"] is None
+    budget = by_key["af_resnet50-t8-budget0.25-sparse-compiled"]
+    assert budget["speedup_vs_eager"] == pytest.approx(
+        by_key["af_resnet50-t8-budget0.25-sparse"]["latency_ms"] / budget["latency_ms"])
     flop_ratio = 32.7 / sparse["gflops"]
     assert sparse["efficiency"] == pytest.approx(sparse["speedup_vs_tsn"] / flop_ratio)
-    assert sparse["efficiency"] == pytest.approx(sparse["gflop_per_s"] / tsn["gflop_per_s"])
+    assert sparse["efficiency"] == pytest.approx(sparse["gflop_per_s"] / fastest["gflop_per_s"])
     assert sparse["q1_ms"] < sparse["latency_ms"] < sparse["q3_ms"]
+    assert "fastest TSN-ResNet50: planned NHWC (250.0 ms)" in report.references_line(rows)
+
+
+def test_ideal_line_goes_through_the_fastest_tsn():
+    _, rows = _fake_rows()
+    ref, slope = report.ideal_line(rows)
+    assert ref["key"] == "tsn_resnet50-t8-planned-channels_last"
+    assert slope * ref["gflops"] == pytest.approx(ref["ms_per_video"])
+    assert report.ideal_line([r for r in rows if r["arch"] != bench_config.TSN]) is None
+
+
+def _assert_png(path: Path, min_colors: int = 8) -> None:
+    """A PNG a person can read: real dimensions and more than a few colors (lines, markers, text)."""
+    from matplotlib import image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    pixels = image.imread(path)
+    assert pixels.shape[0] >= 400 and pixels.shape[1] >= 600
+    assert len({tuple(p) for p in pixels.reshape(-1, pixels.shape[-1])[::7].tolist()}) >= min_colors
 
 
 def test_writers(tmp_path):
     _, rows = _fake_rows()
-    report.write_json(tmp_path / "r.json", {"device": "cpu"}, {"batch": 2}, rows)
+    report.write_json(tmp_path / "r.json", {"device": "cpu"}, {"batch": 2}, rows, {"x-sparse": "no tile ops"})
     data = json.loads((tmp_path / "r.json").read_text())
-    assert set(data) == {"env", "config", "results"} and len(data["results"]) == len(rows)
+    assert set(data) == {"env", "config", "reference", "skipped", "results"} and len(data["results"]) == len(rows)
+    assert data["reference"] == {"2": {"tsn": "tsn_resnet50-t8-planned-channels_last",
+                                       "tsm": "tsm_resnet50-t8-planned-channels_last"}}
+    assert data["skipped"] == [{"key": "x-sparse", "reason": "no tile ops"}]
     report.write_csv(tmp_path / "r.csv", rows)
     with (tmp_path / "r.csv").open() as fh:
         read = list(csv.DictReader(fh))
     assert len(read) == len(rows) and tuple(read[0]) == report.CSV_FIELDS
-    assert read[0]["speedup_vs_tsn"] == "" and float(read[2]["latency_ms"]) == pytest.approx(rows[2]["latency_ms"])
+    assert read[2]["speedup_vs_tsm"] == "" and float(read[2]["latency_ms"]) == pytest.approx(rows[2]["latency_ms"])
     report.write_plot(tmp_path / "p.png", rows, "test")
-    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
+    _assert_png(tmp_path / "p.png")
     table = report.format_table(rows)
-    assert len(table.splitlines()) == len(rows) + 2 and "AF-MobileNetV3" in table
+    assert len(table.splitlines()) == len(rows) + 2 and "AF-MobileNetV3" in table and "planned NHWC" in table
+
+
+def test_sweep_plot(tmp_path):
+    rows = []
+    for batch in (1, 8, 32):
+        cfg = BenchConfig(device="cuda", batch_sweep=(1, 8, 32))
+        entries = bench_config.default_suite(cfg)
+        stats = {e.key: timing.summarize([0.01 * (i + 1) * batch ** 0.5]) for i, e in enumerate(entries)}
+        facts = {e.key: {"gflops": 30.0 if e.is_baseline else 10.0, "rt_realized": e.rt} for e in entries}
+        rows += report.build_rows(entries, stats, facts, batch)
+    report.write_sweep_plot(tmp_path / "s.png", rows, "sweep")
+    _assert_png(tmp_path / "s.png")
+
+
+# ---------------------------------------------------------------- checks before timing
+
+
+def _tiny_cfg(**fields) -> BenchConfig:
+    return BenchConfig(**{**dict(size=32, frames=4, batch=2, threads=1, channels_last=True, num_classes=5), **fields})
+
+
+def _videos(cfg: BenchConfig):
+    return runner.make_videos(cfg, [cfg.frames])
+
+
+@pytest.mark.parametrize("rule", ["budget", "exact"])
+def test_navigation_calibration_survives_bfloat16(rule):
+    """The bench's learned-gate models keep exactly round(rt*T) frames of every video, and choose
+    the same frames in float32 and bfloat16, dense and sparse: the checks compare like with like."""
+    cfg = _tiny_cfg()
+    video = _videos(cfg)[cfg.frames]
+    e = Entry("af_resnet18", cfg.frames, 0.5, rule=rule, execution="sparse")
+    model = build.create_af_model(e, cfg)
+    generator = torch.Generator().manual_seed(0)
+    build.calibrate_(model, video, generator)
+    ratios = build.calibrate_navigation_(model, video, 0.5, generator)
+    assert ratios == [0.5] * len(model.navigation_modules)
+    if rule == "budget":
+        model.frame_budget = 0.5
+    seen = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        for execution in ("dense", "sparse"):
+            model.execution = execution
+            with torch.inference_mode():
+                _, masks = model(video.to(dtype), return_masks=True)
+            assert all((m.sum(dim=1) == 2).all() for m in masks)
+            seen.append(masks)
+    assert all(torch.equal(a, b) for masks in seen[1:] for a, b in zip(masks, seen[0]))
+    assert any(not torch.equal(seen[0][0], m) for m in seen[0][1:])  # modules choose different frames
+
+
+def test_navigation_calibration_refuses_fixed_policies_and_budgets():
+    cfg = _tiny_cfg()
+    video = _videos(cfg)[cfg.frames]
+    generator = torch.Generator().manual_seed(0)
+    fixed = build.create_af_model(Entry("af_resnet18", cfg.frames, 0.5), cfg)
+    with pytest.raises(ValueError, match="needs a model with learned navigation"):
+        build.calibrate_navigation_(fixed, video, 0.5, generator)
+    budgeted = build.create_af_model(Entry("af_resnet18", cfg.frames, 0.5, rule="budget"), cfg)
+    budgeted.frame_budget = 0.5
+    with pytest.raises(ValueError, match="set frame_budget after"):
+        build.calibrate_navigation_(budgeted, video, 0.5, generator)
+
+
+def test_build_and_check_every_call(monkeypatch):
+    """Each call is checked against what it must equal; a compiled call against the eager one it
+    wraps (here dynamo's eager backend: the same flow as inductor, without minutes of codegen)."""
+    monkeypatch.setattr(build, "_compile", lambda model, runner: torch.compile(model, backend="eager", fullgraph=True))
+    cfg = _tiny_cfg()
+    entries = [
+        Entry("tsn_resnet50", cfg.frames, layout="channels_last"),
+        Entry("tsn_resnet50", cfg.frames, execution="planned", layout="contiguous"),
+        Entry("tsn_resnet50", cfg.frames, runner="compiled"),
+        *(Entry("af_resnet18", cfg.frames, 0.5, execution=x) for x in ("sparse", "dense", "folded")),
+        Entry("af_resnet18", cfg.frames, 0.25, rule="budget", execution="sparse"),
+        Entry("af_resnet18", cfg.frames, 0.25, rule="budget", execution="sparse", runner="compiled"),
+        Entry("af_resnet18", cfg.frames, 0.5, rule="exact", execution="sparse"),
+    ]
+    torch._dynamo.reset()
+    calls, facts = build.build_and_check(cfg, entries, _videos(cfg), lambda msg: None)
+    assert list(calls) == [e.key for e in entries]
+    for e in entries:
+        f = facts[e.key]
+        reference_itself = e.execution == "dense"
+        assert (f["check_rel_err"] is None) == reference_itself
+        assert reference_itself or f["check_rel_err"] < build.REL_TOL[torch.float32]
+    assert facts["af_resnet18-t4-budget0.25-sparse"]["rt_realized"] == 0.25
+    assert facts["af_resnet18-t4-exact0.5-sparse"]["rt_realized"] == 0.5
+    assert facts["af_resnet18-t4-rt0.5-sparse"]["gflops_executed"] > 0  # counted on the sparse path
+    assert facts["af_resnet18-t4-rt0.5-dense"]["gflops_executed"] is None
+    with torch.inference_mode():
+        out = calls["af_resnet18-t4-budget0.25-sparse-compiled"]()
+    assert out.shape == (cfg.batch, cfg.num_classes)
+
+
+@pytest.mark.parametrize("arch", ["tsn_resnet50", "af_resnet18"])
+def test_a_wrong_compiled_call_is_refused(monkeypatch, arch):
+    """Control for the test above: a compiled call 1% off the eager one it wraps is not timed."""
+    monkeypatch.setattr(build, "_compile", lambda model, runner: lambda x: model(x) * 1.01)
+    cfg = _tiny_cfg()
+    fields = dict(rt=0.25, rule="budget", execution="sparse") if arch != "tsn_resnet50" else {}
+    entry = Entry(arch, cfg.frames, runner="compiled", **fields)
+    wrapped = "torchvision" if arch == "tsn_resnet50" else "eager sparse"
+    with pytest.raises(build.BenchCheckError, match=f"compiled output differs from the {wrapped} output"):
+        build.build_and_check(cfg, [entry], _videos(cfg), lambda msg: None)
+
+
+def test_spatial_entries_check_sparse_against_dense():
+    cfg = _tiny_cfg(size=64)
+    entries = [Entry("af_resnet18", cfg.frames, 0.5, execution=x, rs=0.25) for x in ("sparse", "dense")]
+    if build.missing_ops(entries[0], cfg) is not None:
+        pytest.fail(build.missing_ops(entries[0], cfg))
+    calls, facts = build.build_and_check(cfg, entries, _videos(cfg), lambda msg: None)
+    sparse = facts[entries[0].key]
+    assert sparse["check_rel_err"] < build.REL_TOL[torch.float32]
+    assert (sparse["rt_realized"], sparse["rs_realized"]) == (0.5, 0.25)
+
+
+def test_missing_tile_ops_are_reported(monkeypatch):
+    import afnet_kernels
+
+    cfg = _tiny_cfg()
+    spatial = Entry("af_resnet50", 8, 0.5, rs=0.5)
+    assert build.missing_ops(Entry("af_resnet50", 8, 0.5), cfg) is None
+    monkeypatch.delattr(afnet_kernels, "gather_tiles")
+    assert build.missing_ops(spatial, cfg) == (
+        "the spatial sparse path needs the tile ops, missing from this build: afnet_kernels.gather_tiles")
+    assert build.missing_ops(spatial, dataclasses.replace(cfg, backend="torch")) is None
 
 
 # ---------------------------------------------------------------- CLI
@@ -223,6 +500,13 @@ def test_writers(tmp_path):
         (["--dtype", "int8"], "argument --dtype: invalid choice"),
         (["--threads", "0"], "argument --threads: must be >= 1"),
         (["--warmup", "-1"], "argument --warmup: must be >= 0"),
+        (["--batch-sweep", "1,0"], "argument --batch-sweep: must be >= 1, got 0"),
+        (["--batch-sweep", "1,x"], "argument --batch-sweep: expected an integer, got 'x'"),
+        (["--batch-sweep", "8,8"], "argument --batch-sweep: batch sizes must differ, got '8,8'"),
+        (["--batch-sweep", ","], "argument --batch-sweep: expected comma-separated batch sizes"),
+        (["--batch-sweep", "--batch", "2"], "argument --batch-sweep: not allowed with --batch"),
+        (["--only", "rt0.3"], "argument --only: 'rt0.3' matches no entry"),
+        (["--no-compile", "--profile", "compiled"], "argument --profile: 'compiled' matches no entry"),
     ],
 )
 def test_bad_flags(capsys, argv, message):
@@ -248,7 +532,12 @@ def test_device_defaults(monkeypatch):
 
     parser = build_parser()
     cpu = resolve_bench_config(parser.parse_args(["bench", "--device", "cpu"]), parser)
-    assert (cpu.batch, cpu.dtype, cpu.channels_last, cpu.repeats) == (1, torch.float32, True, 11)
+    assert (cpu.batch, cpu.dtype, cpu.channels_last, cpu.repeats) == (1, torch.float32, True, 7)
+    assert (cpu.compile, cpu.batch_sweep) == (True, ())
+    args = parser.parse_args(["bench", "--device", "cpu", "--batch-sweep", "--no-compile"])
+    sweep = resolve_bench_config(args, parser)
+    assert (sweep.batch_sweep, sweep.compile) == ((1, 8, 32), False)
+    assert resolve_bench_config(parser.parse_args(["bench", "--batch-sweep", "2,4"]), parser).batch_sweep == (2, 4)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = resolve_bench_config(parser.parse_args(["bench", "--device", "cuda"]), parser)
     assert (gpu.batch, gpu.dtype, gpu.channels_last) == (8, torch.bfloat16, True)
@@ -262,13 +551,13 @@ def test_python_m_afnet_help():
     out = subprocess.run([sys.executable, "-m", "afnet", "bench", "--help"], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "--channels-last" in out.stdout and "--quick" in out.stdout
+    assert "--channels-last" in out.stdout and "--quick" in out.stdout and "--batch-sweep" in out.stdout
 
 
 # ---------------------------------------------------------------- end to end
 
 TINY = ["bench", "--quick", "--device", "cpu", "--size", "64", "--frames", "2", "--threads", "1",
-        "--repeats", "1", "--warmup", "0", "-q"]
+        "--repeats", "1", "--warmup", "0", "--no-compile", "-q"]
 
 
 def test_quick_run_writes_outputs(tmp_path, capsys):
@@ -280,35 +569,63 @@ def test_quick_run_writes_outputs(tmp_path, capsys):
         torch.set_num_threads(1)
     stdout = capsys.readouterr().out
     assert "afnet bench: device=cpu" in stdout and "torch=" in stdout and "threads=1" in stdout
+    assert "batch=1" in stdout and "dtype=float32" in stdout
     assert "AF-ResNet50" in stdout and "TSN-ResNet50" in stdout
+    assert "x TSN is against the fastest TSN-ResNet50" in stdout
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"device", "cpu", "torch", "dtype", "threads"} <= set(data["env"])
     rows = data["results"]
-    assert [r["key"] for r in rows] == [
-        "tsn_resnet50-t2", "tsm_resnet50-t2", "af_resnet50-t2-rt0.25-sparse", "af_resnet50-t2-rt0.25-dense"]
+    keys = [r["key"] for r in rows]
+    assert keys == [e.key for e in bench_config.default_suite(BenchConfig(quick=True, frames=2, channels_last=True,
+                                                                         compile=False))]
+    by_key = {r["key"]: r for r in rows}
+    tsn = min((r for r in rows if r["arch"] == "tsn_resnet50"), key=lambda r: r["latency_ms"])
+    assert data["reference"]["1"]["tsn"] == tsn["key"] and all(r["tsn_reference"] == tsn["key"] for r in rows)
     for r in rows:
         assert set(report.CSV_FIELDS) <= set(r)
         assert r["latency_ms"] > 0 and r["gflops"] > 0
-    sparse = rows[2]
+        assert r["speedup_vs_tsn"] == pytest.approx(tsn["latency_ms"] / r["latency_ms"])
+    sparse = by_key["af_resnet50-t2-rt0.25-sparse"]
     assert sparse["rt_realized"] == pytest.approx(0.5)  # round(0.25 * 2) = 0 -> at least one frame of 2
-    assert sparse["check_rel_err"] < runner.REL_TOL[torch.float32] and sparse["gflops"] < rows[0]["gflops"]
+    assert sparse["check_rel_err"] < build.REL_TOL[torch.float32] and sparse["gflops"] < tsn["gflops"]
+    assert by_key["af_resnet50-t2-rt0.25-folded"]["check_rel_err"] < build.REL_TOL[torch.float32]
+    assert by_key["tsn_resnet50-t2-planned-contiguous"]["check_rel_err"] < build.REL_TOL[torch.float32]
     with (tmp_path / "results.csv").open() as fh:
-        assert len(list(csv.DictReader(fh))) == 4
-    assert (tmp_path / "latency_vs_gflops.png").read_bytes()[:8] == PNG_MAGIC
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    _assert_png(tmp_path / "latency_vs_gflops.png")
     assert "Self CPU" in (tmp_path / "profile_af_resnet50-t2-rt0.25-sparse.txt").read_text()
 
 
 def test_check_failure_is_loud(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runner, "rel_err", lambda a, b: float("nan"))
-    assert main(TINY + ["--out", str(tmp_path), "--no-plot", "--no-fold-baselines"]) == 1
+    monkeypatch.setattr(build, "rel_err", lambda a, b: float("nan"))
+    assert main(TINY + ["--out", str(tmp_path), "--no-plot"]) == 1
     err = capsys.readouterr().err
-    assert "correctness check failed" in err and "sparse output differs from dense" in err
+    assert "correctness check failed" in err and "BN-folded output differs from the unfolded one" in err
     assert not (tmp_path / "results.json").exists()
 
 
 def test_low_precision_run_checks_against_float32(tmp_path, capsys):
     """bfloat16 (the GPU default) is checked against float32 before timing, on the CPU too."""
-    assert main(TINY + ["--dtype", "bf16", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert main(TINY + ["--dtype", "bf16", "--no-plot", "--out", str(tmp_path), "--only", "budget"]) == 0
     assert "dtype=bfloat16" in capsys.readouterr().out
     rows = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert all(r["latency_ms"] > 0 for r in rows) and rows[2]["check_rel_err"] < runner.REL_TOL[torch.float32]
+    assert all(r["latency_ms"] > 0 for r in rows) and rows[-1]["key"] == "af_resnet50-t2-budget0.25-sparse"
+    assert rows[-1]["check_rel_err"] < build.REL_TOL[torch.float32]
+
+
+def test_batch_sweep_run(tmp_path, capsys):
+    argv = ["bench", "--device", "cpu", "--size", "64", "--frames", "2", "--threads", "1", "--repeats", "1",
+            "--warmup", "0", "--no-compile", "-q", "--batch-sweep", "1,2", "--only", "af_resnet50",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "batch sweep 1,2" in stdout and "batch 1:" in stdout and "batch 2:" in stdout
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = data["results"]
+    assert sorted({r["batch"] for r in rows}) == [1, 2] and set(data["reference"]) == {"1", "2"}
+    assert {r["key"] for r in rows} == {
+        "tsn_resnet50-t2-torchvision-channels_last", "tsn_resnet50-t2-planned-contiguous",
+        "tsn_resnet50-t2-planned-channels_last", "af_resnet50-t2-rt0.25-sparse", "af_resnet50-t2-budget0.25-sparse"}
+    for r in rows:
+        assert r["ms_per_video"] == pytest.approx(r["latency_ms"] / r["batch"])
+    _assert_png(tmp_path / "batch_sweep.png")

@@ -18,6 +18,8 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
+from afnet.bench.config import DEFAULT_BATCH_SWEEP
+
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -25,7 +27,7 @@ DTYPES = {
     "float64": torch.float64, "fp64": torch.float64,
 }
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
-CPU_REPEATS, CPU_WARMUP = 11, 1
+CPU_REPEATS, CPU_WARMUP = 7, 1
 CUDA_REPEATS, CUDA_WARMUP = 30, 5
 MAX_SIZE = 1024
 # The networks downsample 32x: at --size 32 the last stage (and the AF stages' ample branches)
@@ -80,9 +82,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     """Register ``afnet bench`` on the ``afnet`` command line."""
     b = sub.add_parser(
         "bench",
-        help="latency of AF-ResNet50 / AF-MobileNetV3 (sparse and dense) against ResNet-50 TSN and TSM",
-        description="Measure real latency: AF models at fixed ratios (uniform policy) in sparse and dense "
-        "execution against torchvision ResNet-50 TSN and TSM, on the same input. Writes a table to stdout "
+        help="latency of AF-ResNet50 / AF-MobileNetV3 (sparse, dense, folded, budgeted, compiled, graphed) "
+        "against ResNet-50 TSN and TSM at their best",
+        description="Measure real latency: AF models at fixed ratios (uniform policy) in sparse, dense and folded "
+        "execution, with a frame budget (eager, compiled, CUDA-graphed), the threshold rule on CUDA, and spatial "
+        "cells, against ResNet-50 TSN and TSM at their best (torchvision, afnet's engine plan in both layouts, "
+        "torch.compile), on the same input; every ratio is against the fastest TSN. Writes a table to stdout "
         "and results.json, results.csv and latency_vs_gflops.png under --out.",
     )
     b.add_argument("--device", type=_device, default="auto", help="auto (CUDA if visible), cpu, cuda or cuda:N")
@@ -98,7 +103,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model in channels_last (default on)")
     b.add_argument("--quick", action="store_true",
-                   help="a small subset (TSN, TSM, AF-ResNet50 RT 0.25 sparse/dense) with few repeats")
+                   help="a small subset (the TSN and TSM variants, AF-ResNet50 RT 0.25 sparse/dense/folded and "
+                   "budget sparse) with few repeats")
     b.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder (default bench_out)")
     b.add_argument("--repeats", type=_int_at_least(1), default=None,
                    help=f"timed rounds (default {CPU_REPEATS} on the CPU, {CUDA_REPEATS} on CUDA, "
@@ -120,11 +126,28 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="frame ops of the AF models: compiled afnet_kernels or the pure-PyTorch reference")
     b.add_argument("--fold-baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BN into the baselines' convs, as the AF models do (default on)")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the torch.compile rows (TSN, budgeted AF models); --no-compile skips them, "
+                   "which saves minutes of compilation on a small CPU (default on)")
+    b.add_argument("--batch-sweep", type=_batch_sizes, nargs="?", const=DEFAULT_BATCH_SWEEP, default=(),
+                   metavar="SIZES",
+                   help="instead of the suite, time TSN (every variant), AF-ResNet50 RT 0.25 and AF-MobileNetV3 "
+                   "(uniform sparse, budget sparse and, on CUDA, graphed) at each of these batch sizes "
+                   f"(comma-separated; default {','.join(map(str, DEFAULT_BATCH_SWEEP))}); writes batch_sweep.png")
     b.add_argument("--num-classes", type=_int_at_least(1), default=174, help="classes (default 174, SSv1)")
     b.add_argument("--seed", type=int, default=0, help="seed of weights and input")
     b.add_argument("--no-plot", dest="plot", action="store_false", help="skip the PNG")
     b.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress on stderr")
     b.set_defaults(run=run)
+
+
+def _batch_sizes(text: str) -> Tuple[int, ...]:
+    sizes = tuple(_int_at_least(1)(s) for s in text.split(",") if s)
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, e.g. 1,8,32, got {text!r}")
+    if len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"batch sizes must differ, got {text!r}")
+    return sizes
 
 
 def _substrings(text: str) -> Tuple[str, ...]:
@@ -150,8 +173,10 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
     cpus = _default_threads()
     if args.threads is not None and args.threads > cpus:
         parser.error(f"argument --threads: must be at most {cpus} (the CPUs this process may use), got {args.threads}")
+    if args.batch_sweep and args.batch is not None:
+        parser.error("argument --batch-sweep: not allowed with --batch (the sweep sets the batch sizes)")
     batch = args.batch or (8 if on_cuda else 1)
-    _check_bn_batch(parser, batch, args.frames, args.size)
+    _check_bn_batch(parser, min(args.batch_sweep or (batch,)), args.frames, args.size)
     quick = args.quick
     repeats = args.repeats or (QUICK_REPEATS if quick else CUDA_REPEATS if on_cuda else CPU_REPEATS)
     warmup = args.warmup if args.warmup is not None else (
@@ -160,7 +185,8 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
         device=device, dtype=dtype, batch=batch, frames=args.frames,
         threads=args.threads or cpus, channels_last=args.channels_last, size=args.size,
         repeats=repeats, warmup=warmup, number=args.number, quick=quick, num_classes=args.num_classes,
-        seed=args.seed, backend=args.backend, fold_baselines=args.fold_baselines,
+        seed=args.seed, backend=args.backend, fold_baselines=args.fold_baselines, compile=args.compile,
+        batch_sweep=args.batch_sweep,
         only=_substrings(args.only), profile=_substrings(args.profile), out=args.out, plot=args.plot,
         verbose=args.verbose,
     )

@@ -1,8 +1,12 @@
-"""Turn timings into result rows and write them: stdout table, JSON, CSV and the plot.
+"""Turn timings into result rows and write them: stdout table, JSON, CSV and the plots.
 
 Units: GFLOPs are multiply-accumulates per video in the paper's convention
 (``afnet.count_flops``); latencies are per call of one batch; videos/s and
 achieved GFLOP/s are per second of wall clock.
+
+Every ratio "against TSN" is against the **fastest** TSN row of the same run and batch
+(torchvision, planned in either layout, or compiled), and "against TSM" against the fastest
+TSM row: a baseline is compared at its best, never at a weak variant.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from afnet.bench.config import TSM, TSN, Entry
 from afnet.bench.timing import Stats
@@ -18,16 +22,22 @@ from afnet.bench.timing import Stats
 Row = Dict[str, Any]
 
 CSV_FIELDS = (
-    "key", "model", "arch", "execution", "frames", "shift", "rt_target", "rt_realized", "gflops",
-    "gflops_executed",
+    "key", "model", "arch", "variant", "execution", "rule", "runner", "layout", "batch", "frames", "shift",
+    "rt_target", "rt_realized", "rs_target", "rs_realized", "gflops", "gflops_executed",
     "latency_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "mean_ms", "samples", "ms_per_video",
-    "videos_per_s", "speedup_vs_tsn", "speedup_vs_tsm", "speedup_vs_dense", "gflop_per_s",
-    "efficiency", "check_rel_err",
+    "videos_per_s", "speedup_vs_tsn", "speedup_vs_tsm", "speedup_vs_dense", "speedup_vs_eager",
+    "gflop_per_s", "efficiency", "check_rel_err", "tsn_reference", "tsm_reference",
 )
 
 
 def _ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
     return None if num is None or den is None or den == 0 else num / den
+
+
+def fastest(rows: Sequence[Row], arch: str) -> Optional[Row]:
+    """The row of ``arch`` with the lowest median latency (None if there is none)."""
+    candidates = [r for r in rows if r["arch"] == arch]
+    return min(candidates, key=lambda r: r["latency_ms"]) if candidates else None
 
 
 def build_rows(
@@ -38,20 +48,22 @@ def build_rows(
 ) -> List[Row]:
     """One row per entry, with the derived columns.
 
-    ``facts[entry.key]`` holds ``gflops`` and ``rt_realized`` (and optionally
-    ``gflops_executed`` and ``check_rel_err``). Speedups are ratios of median latencies, against the
-    TSN/TSM baselines and against the dense twin on the same masks;
-    efficiency = speedup vs TSN ÷ (TSN GFLOPs / row GFLOPs), i.e. the achieved
-    GFLOP/s relative to TSN's (1.0: every FLOP saved is time saved).
+    ``facts[entry.key]`` holds ``gflops`` and ``rt_realized`` (optionally ``rs_realized``,
+    ``gflops_executed`` and ``check_rel_err``). Speedups are ratios of median latencies: against
+    the fastest TSN and TSM rows (``tsn_reference``/``tsm_reference`` name them), against the
+    dense twin on the same masks, and against the eager call a compiled or graphed one wraps.
+    Efficiency = speedup vs TSN ÷ (TSN GFLOPs / row GFLOPs), i.e. the achieved GFLOP/s relative
+    to the fastest TSN's (1.0: every FLOP saved is time saved).
     """
-    by_arch = {e.arch: e.key for e in entries if e.is_baseline}
     rows: List[Row] = []
     for e in entries:
         s, f = stats[e.key], facts[e.key]
         ms = s.as_ms()
         rows.append({
-            "key": e.key, "model": e.label, "arch": e.arch, "execution": e.execution or "-",
+            "key": e.key, "model": e.label, "arch": e.arch, "variant": e.variant, "execution": e.execution,
+            "rule": None if e.is_baseline else e.rule, "runner": e.runner, "layout": e.layout, "batch": batch,
             "frames": e.frames, "shift": e.shift, "rt_target": e.rt, "rt_realized": f.get("rt_realized"),
+            "rs_target": e.rs, "rs_realized": f.get("rs_realized"),
             "gflops": f["gflops"], "gflops_executed": f.get("gflops_executed"),
             "latency_ms": ms["median"], "q1_ms": ms["q1"], "q3_ms": ms["q3"],
             "min_ms": ms["min"], "max_ms": ms["max"], "mean_ms": ms["mean"], "samples": s.n,
@@ -59,15 +71,19 @@ def build_rows(
             "gflop_per_s": f["gflops"] * batch / s.median, "check_rel_err": f.get("check_rel_err"),
         })
     latency = {r["key"]: r["latency_ms"] for r in rows}
-    gflops = {r["key"]: r["gflops"] for r in rows}
-    tsn, tsm = by_arch.get(TSN), by_arch.get(TSM)
+    tsn, tsm = fastest(rows, TSN), fastest(rows, TSM)
+    tsn_ms = tsn["latency_ms"] if tsn else None
     for e, r in zip(entries, rows):
-        r["speedup_vs_tsn"] = None if e.arch == TSN else _ratio(latency.get(tsn), r["latency_ms"])
-        r["speedup_vs_tsm"] = None if e.arch in (TSN, TSM) else _ratio(latency.get(tsm), r["latency_ms"])
-        dense = e.twin("dense").key if e.execution == "sparse" else None
+        r["tsn_reference"] = tsn["key"] if tsn else None
+        r["tsm_reference"] = tsm["key"] if tsm else None
+        r["speedup_vs_tsn"] = _ratio(tsn_ms, r["latency_ms"])
+        r["speedup_vs_tsm"] = None if e.arch == TSN or not tsm else _ratio(tsm["latency_ms"], r["latency_ms"])
+        dense = e.twin(execution="dense", runner="eager").key if e.execution in ("sparse", "folded") else None
         r["speedup_vs_dense"] = _ratio(latency.get(dense), r["latency_ms"])
-        flop_ratio = _ratio(gflops.get(tsn), r["gflops"])
-        r["efficiency"] = _ratio(_ratio(latency.get(tsn), r["latency_ms"]), flop_ratio)
+        eager = e.twin(runner="eager").key if e.runner != "eager" else None
+        r["speedup_vs_eager"] = _ratio(latency.get(eager), r["latency_ms"])
+        flop_ratio = _ratio(tsn["gflops"], r["gflops"]) if tsn else None
+        r["efficiency"] = _ratio(r["speedup_vs_tsn"], flop_ratio)
     return rows
 
 
@@ -77,9 +93,10 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 TABLE_COLUMNS = (
     ("model", lambda r: r["model"]),
-    ("exec", lambda r: r["execution"]),
+    ("variant", lambda r: r["variant"]),
     ("T", lambda r: str(r["frames"])),
     ("RT", lambda r: _fmt(r["rt_realized"], ".3f")),
+    ("RS", lambda r: _fmt(r["rs_realized"], ".3f")),
     ("GFLOPs", lambda r: _fmt(r["gflops"], ".2f")),
     ("ms (median)", lambda r: _fmt(r["latency_ms"], ".1f")),
     ("IQR ms", lambda r: f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}"),
@@ -87,6 +104,7 @@ TABLE_COLUMNS = (
     ("x TSN", lambda r: _fmt(r["speedup_vs_tsn"], ".2f")),
     ("x TSM", lambda r: _fmt(r["speedup_vs_tsm"], ".2f")),
     ("x dense", lambda r: _fmt(r["speedup_vs_dense"], ".2f")),
+    ("x eager", lambda r: _fmt(r["speedup_vs_eager"], ".2f")),
     ("GFLOP/s", lambda r: _fmt(r["gflop_per_s"], ".1f")),
     ("eff", lambda r: _fmt(r["efficiency"], ".2f")),
 )
@@ -106,8 +124,31 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join([line(head), sep] + [line(b) for b in body])
 
 
-def write_json(path: Path, env: Mapping[str, Any], config: Mapping[str, Any], rows: Sequence[Row]) -> None:
-    path.write_text(json.dumps({"env": env, "config": config, "results": list(rows)}, indent=2) + "\n")
+def references_line(rows: Sequence[Row]) -> str:
+    """Which rows the ×TSN and ×TSM columns divide by."""
+    parts = []
+    for arch, name in ((TSN, "x TSN"), (TSM, "x TSM")):
+        ref = fastest(rows, arch)
+        if ref is not None:
+            parts.append(f"{name} is against the fastest {ref['model']}: {ref['variant']} ({ref['latency_ms']:.1f} ms)")
+    return "; ".join(parts)
+
+
+def write_json(
+    path: Path, env: Mapping[str, Any], config: Mapping[str, Any], rows: Sequence[Row],
+    skipped: Optional[Mapping[str, str]] = None,
+) -> None:
+    """``{"env", "config", "reference", "skipped", "results"}``; ``reference`` names the fastest
+    TSN and TSM rows of each batch, ``skipped`` the entries this build cannot run and why."""
+    batches = sorted({r["batch"] for r in rows})
+    reference = {
+        str(b): {"tsn": (fastest([r for r in rows if r["batch"] == b], TSN) or {}).get("key"),
+                 "tsm": (fastest([r for r in rows if r["batch"] == b], TSM) or {}).get("key")}
+        for b in batches
+    }
+    data = {"env": env, "config": config, "reference": reference,
+            "skipped": [{"key": k, "reason": v} for k, v in (skipped or {}).items()], "results": list(rows)}
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -118,56 +159,149 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
             writer.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_FIELDS})
 
 
-_BASELINE_STYLE = {TSN: ("*", "black"), TSM: ("P", "dimgray")}
+def ideal_line(rows: Sequence[Row]) -> Optional[Tuple[Row, float]]:
+    """The FLOP limit: ``(fastest TSN row, ms per video per GFLOP)``. A model running at the
+    fastest TSN's GFLOP/s would lie on ``latency = slope · GFLOPs``; None without a TSN row."""
+    ref = fastest(rows, TSN)
+    if ref is None:
+        return None
+    return ref, ref["ms_per_video"] / ref["gflops"]
+
+
+_BASELINE_COLORS = {TSN: "black", TSM: "dimgray"}
+# (execution, runner, layout) -> marker; the layouts of the planned network told apart.
+_BASELINE_MARKERS = {"torchvision": "*", "planned-contiguous": "p", "planned-channels_last": "P", "compiled": "X"}
+_RUNNER_MARKERS = {"eager": "o", "compiled": "s", "graphed": "D", "reduce-overhead": "^"}
+_EXECUTION_LINES = {"sparse": "-", "dense": "--", "folded": ":"}
+
+
+def _log_axes(ax, xs: Sequence[float], ys: Sequence[float]) -> None:
+    """Logarithmic axes (the ideal line, latency ∝ GFLOPs, is then straight at 45°; MobileNet and
+    ResNet fit one plot), labelled in plain numbers: 1-2-5 per decade, more over a narrow span."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    for values, axis, set_scale in ((xs, ax.xaxis, ax.set_xscale), (ys, ax.yaxis, ax.set_yscale)):
+        set_scale("log")
+        narrow = max(values) / max(min(values), 1e-12) < 10
+        axis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _series_key(r: Row) -> tuple:
+    """AF rows on one line: a model/rule/execution/runner through its RTs, or (spatial) one RT
+    through its RS values."""
+    spatial = f"RT {r['rt_target']:g}, RS" if r["rs_target"] is not None else None
+    return (r["model"], r["frames"], r["rule"], spatial, r["execution"], r["runner"])
+
+
+def _draw_panel(ax, rows: Sequence[Row], ideal: Optional[Tuple[Row, float]], families: List[tuple]) -> None:
+    """Baselines as large markers, AF series as lines (solid sparse, dashed dense, dotted folded;
+    marker by runner; color by model family, the same in every panel), the ideal line."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series: Dict[tuple, List[Row]] = {}
+    for r in rows:
+        if r["rule"] is None:
+            style = r["runner"] if r["runner"] != "eager" else (
+                f"planned-{r['layout']}" if r["execution"] == "planned" else r["execution"])
+            ax.scatter(r["gflops"], r["ms_per_video"], marker=_BASELINE_MARKERS.get(style, "s"), s=140, zorder=3,
+                       color=_BASELINE_COLORS.get(r["arch"], "black"), label=f"{r['model']} {r['variant']}")
+        else:
+            series.setdefault(_series_key(r), []).append(r)
+    for key, rs in sorted(series.items(), key=lambda item: str(item[0])):
+        model, frames, rule, spatial, execution, runner = key
+        rs = sorted(rs, key=lambda r: r["gflops"])
+        color = colors[families.index(key[:4]) % len(colors)]
+        name = " ".join(w for w in (model, f"{frames}f", "" if rule == "fixed" else rule, spatial or "",
+                                    execution, "" if runner == "eager" else runner) if w)
+        ax.plot([r["gflops"] for r in rs], [r["ms_per_video"] for r in rs], _EXECUTION_LINES.get(execution, "-"),
+                marker=_RUNNER_MARKERS.get(runner, "o"), color=color,
+                markerfacecolor="white" if execution == "dense" else color, label=name)
+        if execution == "sparse" and runner == "eager" and rule == "fixed":  # the ratios, once per family
+            for r in rs:
+                text = f"RS {r['rs_target']:g}" if spatial else f"RT {r['rt_target']:g}"
+                ax.annotate(text, (r["gflops"], r["ms_per_video"]), textcoords="offset points", xytext=(5, -12),
+                            fontsize=7, color=color)
+    xs = [r["gflops"] for r in rows]
+    ys = [r["ms_per_video"] for r in rows]
+    if ideal is not None:
+        ref, slope = ideal
+        line_x = [min(xs) / 1.2, max(xs) * 1.2]
+        ax.plot(line_x, [slope * x for x in line_x], color="gray", linestyle=(0, (1, 3)), linewidth=1.5, zorder=1,
+                label=f"ideal: latency ∝ GFLOPs at the fastest TSN's rate ({ref['model']} {ref['variant']})")
+        ys = ys + [slope * line_x[0], slope * line_x[-1]]
+    _log_axes(ax, xs, ys)
+    ax.set_xlabel("GFLOPs per video (paper convention)")
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
-    """Latency per video against GFLOPs per video: the measured counterpart of the paper's Figure 4.
+    """Latency per video against GFLOPs per video: the measured counterpart of the paper's Figure 4,
+    with the ideal line (latency ∝ GFLOPs through the fastest TSN) that shows each point's gap to
+    the FLOP limit.
 
-    Each AF model/frames/execution is a line through its ratios, labelled by
-    RT (filled markers sparse, hollow dense); baselines are large distinct markers.
+    One panel for the frame ratios (each AF model/rule/execution/runner a line through its RTs)
+    and, when there are spatial rows, one for the cell ratios (one line per RT through its RS
+    values); the baselines in both. One legend for both, right of the plots.
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    baselines = [r for r in rows if r["rule"] is None]
+    spatial = [r for r in rows if r["rs_target"] is not None]
+    panels = [("frames kept (RT)", [r for r in rows if r["rs_target"] is None])]
+    if spatial:
+        panels.append(("cells kept (RS) of the kept frames, fixed center policy", baselines + spatial))
+    families = sorted({_series_key(r)[:4] for r in rows if r["rule"] is not None}, key=str)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.5), squeeze=False)
+    ideal = ideal_line(rows)
+    labels: Dict[str, Any] = {}
+    for ax, (name, panel_rows) in zip(axes[0], panels):
+        _draw_panel(ax, panel_rows, ideal, families)
+        ax.set_title(name, fontsize=9)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    axes[0][0].set_ylabel("latency per video (ms, median)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    # Right of the panels; bbox_inches="tight" grows the image to hold it.
+    fig.legend(list(labels.values()), list(labels), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_sweep_plot(path: Path, rows: Sequence[Row], title: str) -> None:
+    """Latency per video against videos per call, one line per entry (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    series: Dict[tuple, List[Row]] = {}
+    fig, ax = plt.subplots(figsize=(10, 6))
+    lines: Dict[str, List[Row]] = {}
     for r in rows:
-        if r["execution"] == "-":
-            marker, color = _BASELINE_STYLE.get(r["arch"], ("s", "black"))
-            ax.scatter(r["gflops"], r["ms_per_video"], marker=marker, s=180, color=color, zorder=3,
-                       label=f"{r['model']} ({r['frames']}f)")
-        else:
-            series.setdefault((r["model"], r["frames"], r["execution"]), []).append(r)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    models = sorted({k[:2] for k in series})
-    for (model, frames, execution), rs in sorted(series.items()):
-        rs = sorted(rs, key=lambda r: r["gflops"])
-        color = colors[models.index((model, frames)) % len(colors)]
-        sparse = execution == "sparse"
-        ax.plot([r["gflops"] for r in rs], [r["ms_per_video"] for r in rs], "-" if sparse else "--",
-                marker="o", color=color, markerfacecolor=color if sparse else "white",
-                label=f"{model} ({frames}f) {execution}")
-        for r in rs:
-            if sparse:
-                ax.annotate(f"RT {r['rt_target']:g}", (r["gflops"], r["ms_per_video"]),
-                            textcoords="offset points", xytext=(5, -12), fontsize=8, color=color)
-    xs = [r["gflops"] for r in rows]
-    ys = [r["ms_per_video"] for r in rows]
-    for values, axis, set_scale in ((xs, ax.xaxis, ax.set_xscale), (ys, ax.yaxis, ax.set_yscale)):
-        if max(values) / max(min(values), 1e-12) > 5:  # MobileNet and ResNet on one plot
-            set_scale("log")
-            axis.set_major_formatter(ScalarFormatter())
-            axis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("GFLOPs per video (paper convention)")
+        lines.setdefault(r["key"], []).append(r)
+    for key, rs in lines.items():
+        rs = sorted(rs, key=lambda r: r["batch"])
+        baseline = rs[0]["rule"] is None
+        ax.plot([r["batch"] for r in rs], [r["ms_per_video"] for r in rs], "--" if baseline else "-",
+                marker=_RUNNER_MARKERS.get(rs[0]["runner"], "o"), color="black" if baseline else None,
+                alpha=0.6 if baseline else 1.0, label=f"{rs[0]['model']} {rs[0]['frames']}f {rs[0]['variant']}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+    ax.set_xticks(sorted({r["batch"] for r in rows}))
+    ax.set_xlabel("videos per call (batch)")
     ax.set_ylabel("latency per video (ms, median)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
