@@ -399,3 +399,14 @@ def test_padded_counts_equal_exact_counts() -> None:
         assert focal_rows and all(r & (r - 1) == 0 for r in focal_rows), focal_rows
     with pytest.raises(ValueError, match="pad_counts must be None or one of"):
         model.pad_counts = "fib"
+
+
+def test_model_converted_inside_inference_mode() -> None:
+    """Buffers converted under inference_mode are inference tensors, which keep no version counter."""
+    model = build_model("af_resnet18", 2)
+    video = torch.randn(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    with torch.inference_mode():
+        model.double()
+        sparse = model(video)
+    assert model.last_execution == "sparse"
+    assert relative_error(sparse, run(model, video, "dense")[0]) < 1e-10

@@ -162,10 +162,16 @@ def _state_tensors(module: nn.Module) -> List[torch.Tensor]:
     return [*module.parameters(), *module.buffers()]
 
 
+def _version(t: torch.Tensor) -> int:
+    # Inference tensors (a model converted inside inference_mode) keep no version counter: like
+    # .data writes, in-place changes to them are only seen after refresh_plan().
+    return -1 if t.is_inference() else t._version
+
+
 def state_signature(module: nn.Module) -> Tuple[Hashable, ...]:
     """Changes whenever a parameter or buffer of ``module`` is modified in place (version
     counter), reassigned, or moved to another storage, dtype or device."""
-    return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in _state_tensors(module))
+    return tuple((id(t), _version(t), t.data_ptr(), t.dtype, t.device) for t in _state_tensors(module))
 
 
 class PlanCache:
