@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from afnet.engine.state import state_tensors, tensor_version
 from afnet.export import check_exportable
 
 __all__ = ["CudaGraphRunner", "cuda_graph"]
@@ -32,13 +33,11 @@ class CudaGraphRunner:
     def __init__(self, model: torch.nn.Module, example: torch.Tensor, warmup: int = 3) -> None:
         if not example.is_cuda:
             raise ValueError(f"cuda_graph needs a CUDA model and input, got an input on {example.device}")
-        from afnet.engine.plan import state_signature  # the engine imports the models, which import afnet
-
         check_exportable(model)
         model.eval()
-        self._state_signature = state_signature
-        self._model = model
-        self._signature = state_signature(model)
+        # The weights the graph holds; checked on every call, without walking the modules again.
+        self._state = state_tensors(model)
+        self._signature = self._weights_signature()
         self._static_input = example.detach().clone()
         # Warm-up on a side stream builds the plan, F(0) and the cuDNN choices outside capture.
         side = torch.cuda.Stream(device=example.device)
@@ -51,6 +50,9 @@ class CudaGraphRunner:
         with torch.inference_mode(), torch.cuda.graph(self._graph):
             self._static_output = model(self._static_input)
 
+    def _weights_signature(self) -> list:
+        return [(tensor_version(t), t.data_ptr()) for t in self._state]
+
     def __call__(self, video: torch.Tensor) -> torch.Tensor:
         """Logits for ``video``, which must match the captured shape, dtype and device."""
         expected = self._static_input
@@ -60,7 +62,7 @@ class CudaGraphRunner:
                 f"{expected.device}; got shape {tuple(video.shape)}, {video.dtype} on {video.device} "
                 "(capture another runner with afnet.cuda_graph for this shape)"
             )
-        if self._state_signature(self._model) != self._signature:
+        if self._weights_signature() != self._signature:
             raise RuntimeError("the model's weights changed since the CUDA graph was captured: call afnet.cuda_graph again")
         self._static_input.copy_(video)
         self._graph.replay()

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from afnet.engine.folding import FoldedConv, Step, fold_sequence
+from afnet.engine.state import state_signature
 from afnet.models.description import AFStageParts, Block, FrameGate, GlobalPool, Layers, Part
 from afnet.models.residual import ResidualBlock
 
@@ -156,22 +157,6 @@ def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> Inf
         else:
             raise TypeError(f"unknown part {type(part).__name__} in a backbone description")
     return InferencePlan(plan, memory_format)
-
-
-def _state_tensors(module: nn.Module) -> List[torch.Tensor]:
-    return [*module.parameters(), *module.buffers()]
-
-
-def _version(t: torch.Tensor) -> int:
-    # Inference tensors (a model converted inside inference_mode) keep no version counter: like
-    # .data writes, in-place changes to them are only seen after refresh_plan().
-    return -1 if t.is_inference() else t._version
-
-
-def state_signature(module: nn.Module) -> Tuple[Hashable, ...]:
-    """Changes whenever a parameter or buffer of ``module`` is modified in place (version
-    counter), reassigned, or moved to another storage, dtype or device."""
-    return tuple((id(t), _version(t), t.data_ptr(), t.dtype, t.device) for t in _state_tensors(module))
 
 
 class PlanCache:
