@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 # Modules defining one subcommand each (``add_parser``), in the order ``--help`` lists them.
-COMMAND_MODULES = ("afnet.bench.cli",)
+COMMAND_MODULES = ("afnet.bench.cli", "afnet.training.cli", "afnet.training.cli_eval", "afnet.export_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,55 @@
+"""Argument types shared by the training, evaluation and prediction commands (errors name the flag)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from typing import Callable, List, Union
+
+# One integer parser for every command (the benchmark's).
+from afnet.bench.cli import _int_at_least as int_at_least
+
+__all__ = ["add_device", "float_in", "int_at_least", "require", "size_arg"]
+
+
+def float_in(low: float, high: float, *, low_open: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((low < value if low_open else low <= value) and value <= high):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def size_arg(text: str) -> Union[int, List[int]]:
+    """``N`` (short side) or ``HxW``."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 256 or 240x320), got {text!r}") from None
+    if len(values) > 2 or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None,
+                        help="auto (default: cuda:LOCAL_RANK when a GPU is visible), cpu, cuda or cuda:N")
+
+
+# module -> the optional dependency group (pyproject) that installs it
+_EXTRAS = {"av": "video", "matplotlib": "plot", "yaml": "train", "tqdm": "train"}
+
+
+def require(parser: argparse.ArgumentParser, *modules: str) -> None:
+    """Stop with a message naming the extras to install when an optional dependency is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = ",".join(sorted({_EXTRAS[m] for m in missing}))
+        parser.error(f"needs {', '.join(missing)}: pip install 'afnet[{extras}]'")
