@@ -13,6 +13,8 @@ from typing import List, Union
 
 import torch
 
+from afnet.cli_args import int_at_least
+
 
 def _budget(text: str) -> Union[float, List[float]]:
     try:
@@ -23,16 +25,6 @@ def _budget(text: str) -> Union[float, List[float]]:
     if bad:
         raise argparse.ArgumentTypeError(f"every ratio must be in (0, 1], got {bad[0]}")
     return values[0] if len(values) == 1 else values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -49,17 +41,17 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--arch", choices=ARCHS, default=None,
                    help="architecture (required without --checkpoint, or for released checkpoints)")
-    p.add_argument("--frames", type=_positive, default=None, help="frames T per clip (default: the checkpoint's, or 8)")
+    p.add_argument("--frames", type=int_at_least(1), default=None, help="frames T per clip (default: the checkpoint's, or 8)")
     p.add_argument("--frame-budget", type=_budget, required=True,
                    help="ratio of frames each navigation module keeps, one value or one per module (comma-separated)")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights: ours (config inside) or a released file")
-    p.add_argument("--num-classes", type=_positive, default=None,
+    p.add_argument("--num-classes", type=int_at_least(1), default=None,
                    help="classes (default: the checkpoint's; 174 without a checkpoint)")
     p.add_argument("--shift", action="store_true", help="TSM (released AFNet-TSM checkpoints carry no config)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     p.add_argument("--out", type=Path, required=True, help="output file")
-    p.add_argument("--batch", type=_positive, default=1, help="videos per call in the exported graph (default 1)")
-    p.add_argument("--size", type=_positive, default=224, help="frame height and width (default 224)")
+    p.add_argument("--batch", type=int_at_least(1), default=1, help="videos per call in the exported graph (default 1)")
+    p.add_argument("--size", type=int_at_least(1), default=224, help="frame height and width (default 224)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the written file on a random clip and compare with the eager model (default on)")
     p.set_defaults(run=run)

@@ -14,9 +14,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
+
+from afnet.cli_args import int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -35,22 +37,8 @@ MAX_SIZE = 1024
 DOWNSAMPLE = 32
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"int>={low}"
-    return parse
-
-
 def _size(text: str) -> int:
-    value = _int_at_least(DOWNSAMPLE)(text)
+    value = int_at_least(DOWNSAMPLE)(text)
     if value % DOWNSAMPLE:
         raise argparse.ArgumentTypeError(
             f"must be a multiple of {DOWNSAMPLE} (the networks downsample {DOWNSAMPLE}x), got {value}")
@@ -93,11 +81,11 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--device", type=_device, default="auto", help="auto (CUDA if visible), cpu, cuda or cuda:N")
     b.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default float32 on the CPU, bfloat16 on CUDA")
-    b.add_argument("--batch", type=_int_at_least(1), default=None,
+    b.add_argument("--batch", type=int_at_least(1), default=None,
                    help="videos per call (default 1 on the CPU, 8 on CUDA)")
-    b.add_argument("--frames", type=_int_at_least(1), default=8,
+    b.add_argument("--frames", type=int_at_least(1), default=8,
                    help="frames of the main comparison (default 8); the 'more is less' entries use 1.5x")
-    b.add_argument("--threads", type=_int_at_least(1), default=None,
+    b.add_argument("--threads", type=int_at_least(1), default=None,
                    help=f"torch intra-op threads, at most the CPUs this process may use (default: all "
                    f"{_default_threads()})")
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
@@ -106,12 +94,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="a small subset (the TSN and TSM variants, AF-ResNet50 RT 0.25 sparse/dense/folded and "
                    "budget sparse) with few repeats")
     b.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder (default bench_out)")
-    b.add_argument("--repeats", type=_int_at_least(1), default=None,
+    b.add_argument("--repeats", type=int_at_least(1), default=None,
                    help=f"timed rounds (default {CPU_REPEATS} on the CPU, {CUDA_REPEATS} on CUDA, "
                    f"{QUICK_REPEATS} with --quick)")
-    b.add_argument("--warmup", type=_int_at_least(0), default=None,
+    b.add_argument("--warmup", type=int_at_least(0), default=None,
                    help=f"untimed calls per model first (default {CPU_WARMUP} CPU, {CUDA_WARMUP} CUDA)")
-    b.add_argument("--number", type=_int_at_least(1), default=1, help="calls averaged into one sample")
+    b.add_argument("--number", type=int_at_least(1), default=1, help="calls averaged into one sample")
     b.add_argument("--size", type=_size, default=224,
                    help=f"frame height and width, a multiple of {DOWNSAMPLE} up to {MAX_SIZE} "
                    "(default 224; small for tests)")
@@ -134,7 +122,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="instead of the suite, time TSN (every variant), AF-ResNet50 RT 0.25 and AF-MobileNetV3 "
                    "(uniform sparse, budget sparse and, on CUDA, graphed) at each of these batch sizes "
                    f"(comma-separated; default {','.join(map(str, DEFAULT_BATCH_SWEEP))}); writes batch_sweep.png")
-    b.add_argument("--num-classes", type=_int_at_least(1), default=174, help="classes (default 174, SSv1)")
+    b.add_argument("--num-classes", type=int_at_least(1), default=174, help="classes (default 174, SSv1)")
     b.add_argument("--seed", type=int, default=0, help="seed of weights and input")
     b.add_argument("--no-plot", dest="plot", action="store_false", help="skip the PNG")
     b.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress on stderr")
@@ -142,7 +130,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 
 
 def _batch_sizes(text: str) -> Tuple[int, ...]:
-    sizes = tuple(_int_at_least(1)(s) for s in text.split(",") if s)
+    sizes = tuple(int_at_least(1)(s) for s in text.split(",") if s)
     if not sizes:
         raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, e.g. 1,8,32, got {text!r}")
     if len(set(sizes)) != len(sizes):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.training.cli_args import add_device, float_in, int_at_least, require, size_arg
+from afnet.cli_args import add_device, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from afnet.training.cli_args import add_device, int_at_least, require, size_arg
+from afnet.cli_args import add_device, int_at_least, require, size_arg
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

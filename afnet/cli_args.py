@@ -1,4 +1,4 @@
-"""Argument types shared by the training, evaluation and prediction commands (errors name the flag)."""
+"""Argument types shared by every ``afnet`` command (argparse puts the flag's name in each error)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,21 @@ import argparse
 import importlib.util
 from typing import Callable, List, Union
 
-# One integer parser for every command (the benchmark's).
-from afnet.bench.cli import _int_at_least as int_at_least
-
 __all__ = ["add_device", "float_in", "int_at_least", "require", "size_arg"]
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={low}"
+    return parse
 
 
 def float_in(low: float, high: float, *, low_open: bool = True) -> Callable[[str], float]:
