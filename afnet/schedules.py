@@ -6,7 +6,7 @@ import math
 
 import torch.nn as nn
 
-from afnet.layers import Navigation
+from afnet.layers import Navigation, SpatialNavigation
 
 TAU_SCHEDULES = ("exponential", "cosine", "linear")
 
@@ -65,10 +65,11 @@ def target_ratio(epoch: int, rt: float, *, rt_begin: int = 10, rt_end: int = 20)
 
 
 def set_temperature(model: nn.Module, tau: float) -> int:
-    """Set the Gumbel temperature of every navigation module under ``model``; returns how many."""
+    """Set the Gumbel temperature of every navigation module (temporal and spatial) under
+    ``model``; returns how many."""
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    navigations = [m for m in model.modules() if isinstance(m, Navigation)]
+    navigations = [m for m in model.modules() if isinstance(m, (Navigation, SpatialNavigation))]
     for m in navigations:
         m.tau = tau
     return len(navigations)

@@ -17,7 +17,8 @@ from afnet.layers import Navigation
 from afnet.training.config import BUILTIN_TASK, ConfigError, TrainConfig, resolve_config
 from afnet.training.optim import learning_rate, param_groups
 from afnet.training.runfiles import read_log
-from afnet.training.trainer import build_model, train
+from afnet.training.distributed import DistInfo
+from afnet.training.trainer import Trainer, build_model, train
 from data_utils import write_lines
 from train_utils import state_of, tiny_config
 
@@ -205,3 +206,17 @@ def test_missing_listed_files_fail_before_training(tmp_path):
     with pytest.raises(DataError, match=r"8 file\(s\) listed in .*train.txt do not exist: .*gone_0.mp4.*\(3 more\)"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_spatial_model_trains_with_the_rs_term(tmp_path):
+    cfg = tiny_config(tmp_path / "spatial", epochs=1, sets={"model_options": {"spatial": True, "rs": 0.5, "grid": 2}})
+    trainer = Trainer(cfg, DistInfo())
+    assert trainer.rs == 0.5 and trainer.model.is_spatial
+    gate = trainer.model.base_model.layer1.spatial_gen[0]
+    before = gate.conv_logits.weight.detach().clone()
+    line = trainer.train_epoch(0)
+    assert not torch.equal(gate.conv_logits.weight, before)  # the spatial gates learn
+    assert line["train_ratio_loss"] > 0
+    assert gate.tau == trainer.model.base_model.layer1.list_gen[0].tau  # one temperature schedule
+    with pytest.raises(ConfigError, match="model_options.rs"):
+        Trainer(tiny_config(tmp_path / "no_rs", sets={"model_options": {"spatial": True}}), DistInfo())

@@ -4,7 +4,8 @@ Both of ``afnet.count_flops``'s numbers are affine in the ratios: a focal block'
 count (paper) or run (executed) on the selected fraction of the frames, everything else is
 fixed. :func:`flop_table` measures the constant and one slope per module once, from forced
 masks on one clip, so an evaluation turns its measured per-module ratios into GFLOPs without
-counting every batch again.
+counting every batch again. With spatial navigation the cells are those the spatial gates choose
+on that clip, so for such models the figures are approximate in the spatial ratio.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def flop_table(model: nn.Module, clip: torch.Tensor) -> FlopTable:
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        _, natural_masks = model(clip, return_masks=True)
+        natural_masks = model(clip, return_masks=True)[1]
     model.train(was_training)
     natural = count_flops(model, clip)
     ratios = [float(m.float().mean()) for m in natural_masks]

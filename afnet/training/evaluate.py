@@ -100,7 +100,7 @@ def evaluate(
         clip_shape = clip_shape or (1,) + tuple(video.shape[1:])
         t0 = time.perf_counter()
         with torch.inference_mode(), autocast(device, amp_dtype):
-            logits, masks = model(video, return_masks=True)
+            logits, masks = model(video, return_masks=True)[:2]  # a spatial model adds its cell masks
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         forward_s += time.perf_counter() - t0

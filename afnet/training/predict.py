@@ -124,7 +124,7 @@ def predict_many(
             if names is None:
                 names = gate_names(model, video[:1])
             with torch.inference_mode():
-                logits, masks = model(video, return_masks=True)
+                logits, masks = model(video, return_masks=True)[:2]  # a spatial model adds its cell masks
             probs = (logits.float().sigmoid() if multi_label else logits.float().softmax(dim=1)).cpu()
             masks = torch.stack(masks, dim=1).cpu()  # [N, M, T]
             for row, index in enumerate(batch.index.tolist()):

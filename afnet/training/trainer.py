@@ -33,7 +33,7 @@ from afnet.data.datasets import Batch
 from afnet.data.loader import SeededSampler, ShardSampler, make_loader
 from afnet.data.transforms import normalize
 from afnet.layers import Navigation
-from afnet.losses import ratio_penalty, record_masks
+from afnet.losses import ratio_penalty, record_masks, record_spatial_masks, spatial_ratio_penalty
 from afnet.models import create_model
 from afnet.schedules import set_temperature, target_ratio, temperature
 from afnet.training.config import ConfigError, TrainConfig, save_config
@@ -153,6 +153,12 @@ class Trainer:
         if rt is None:
             raise ConfigError("the target ratio is not set: give --rt (the model config has none either)")
         self.rt = float(rt)
+        # Spatial navigation (model_options spatial=True): its ratio loss term targets rs.
+        self.rs: Optional[float] = None
+        if model.is_spatial:
+            if model.config.get("rs") is None:
+                raise ConfigError("spatial navigation needs its target ratio: set model_options.rs")
+            self.rs = float(model.config["rs"])
         if cfg.sync_bn and info.enabled:
             convert_sync_batchnorm(model)
         self.model = model.to(info.device)
@@ -255,11 +261,15 @@ class Trainer:
             set_temperature(self.model, tau)
             video = normalize(batch.video.to(info.device, non_blocking=True))
             target = batch.target.to(info.device, non_blocking=True)
-            with autocast(info.device, self.amp_dtype), record_masks(self.model) as masks:
+            with autocast(info.device, self.amp_dtype), record_masks(self.model) as masks, \
+                    record_spatial_masks(self.model) as cells:
                 logits = self.net(video)
             logits = logits.float()
             ce = model_loss(logits, target)
             ratio_loss = ratio_penalty(masks, rt_now) if masks else torch.zeros((), device=info.device)
+            if cells:  # the spatial term, on the same schedule towards rs
+                rs_now = target_ratio(epoch, self.rs, rt_begin=cfg.rt_begin, rt_end=cfg.rt_end)
+                ratio_loss = ratio_loss + spatial_ratio_penalty(masks, [c.float() for c in cells], rs_now)
             loss = ce + cfg.lam * ratio_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
