@@ -175,9 +175,9 @@ def test_bad_video(shape: tuple, match: str) -> None:
 def test_bad_masks() -> None:
     model = small_model("af_resnet18")
     video = torch.randn(1, 3, 3, 32, 32)
-    with pytest.raises(ValueError, match="masks"):
+    with pytest.raises(ValueError, match="masks"), torch.no_grad():
         model(video, masks=[torch.ones(1, 3, dtype=torch.bool)])
-    with pytest.raises(ValueError, match="masks: expected shape"):
+    with pytest.raises(ValueError, match="masks: expected shape"), torch.no_grad():
         model(video, masks=[torch.ones(1, 2, dtype=torch.bool)] * 3)
 
 
