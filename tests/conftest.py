@@ -95,3 +95,12 @@ def assert_close_lowp(out: torch.Tensor, ref_lowp: torch.Tensor, ref_exact: torc
     ref_err = (ref_lowp.double() - ref_exact).abs().max().item() if out.numel() else 0.0
     ulp = torch.finfo(out.dtype).eps * (ref_exact.abs().max().item() if out.numel() else 0.0)
     assert err <= 2 * ref_err + ulp, f"error {err:.3g} > 2 x reference error {ref_err:.3g} + {ulp:.3g}"
+
+
+@pytest.fixture
+def no_tf32():
+    """cuDNN convolutions default to TF32 (10-bit mantissa), far above these tolerances."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

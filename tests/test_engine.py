@@ -18,6 +18,7 @@ from afnet.engine.executor import run_focal_block, zero_response
 from afnet.engine.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
 from afnet.engine.plan import BlockPlan
 from afnet.engine.selection import FrameSelection, select_stage
+from conftest import cpu_and_cuda, needs_cuda
 from model_utils import HostReads, build_model, random_masks, random_state_like, relative_error
 
 # 32x32 models: tiny tensors, where 2 threads only wait on each other's barriers (on a loaded
@@ -425,3 +426,58 @@ def test_model_converted_inside_inference_mode() -> None:
         sparse = model(video)
     assert model.last_execution == "sparse"
     assert relative_error(sparse, run(model, video, "dense")[0]) < 1e-10
+
+
+# -- devices and precisions --------------------------------------------------------------------
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_af_resnet_sparse_equals_dense_on_device(device, no_tf32) -> None:
+    T = 3
+    model = build_model("af_resnet50", T, shift=True).to(device)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(16)).to(device)
+    masks = [m.to(device) for m in random_masks(num_gates(model), 2, T, seed=17)]
+    dense = run(model, video, "dense", masks)[0]
+    for backend in ("kernels", "torch"):
+        assert relative_error(run(model, video, "sparse", masks, backend)[0], dense) < 1e-5, backend
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_bf16_model_within_twice_the_dense_error(device) -> None:
+    """bf16 sparse against the float64 computation: no worse than twice bf16 dense's own error."""
+    T = 3
+    model = build_model("af_resnet18", T, shift=True)
+    video = torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(18))
+    masks = random_masks(num_gates(model), 2, T, seed=19)
+    exact = run(model.double(), video.double(), "dense", masks)[0]
+    low = model.to(device=device, dtype=torch.bfloat16)
+    video, masks = video.to(device, torch.bfloat16), [m.to(device) for m in masks]
+    dense = run(low, video, "dense", masks)[0].double().cpu()
+    sparse = run(low, video, "sparse", masks, "kernels")[0].double().cpu()
+    dense_err = relative_error(dense, exact)
+    assert 0 < dense_err < 0.1  # bf16 really ran (and is not garbage)
+    assert relative_error(sparse, exact) <= 2 * dense_err
+
+
+@needs_cuda
+def test_threshold_rule_syncs_once_per_stage_on_cuda() -> None:
+    model = build_model("af_resnet50", 3).cuda()
+    video = torch.randn(1, 3, 3, 64, 64, device="cuda")
+    run(model, video, "sparse", backend="kernels")  # plan, F(0), cuDNN choices
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with pytest.warns(UserWarning) as syncs, torch.inference_mode():
+            model(video)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len([w for w in syncs if "synchroniz" in str(w.message)]) == 3  # one read per AF stage
+
+
+def test_threshold_rule_breaks_the_graph_only_at_its_per_stage_read() -> None:
+    """The released rule reads each stage's frame counts (a graph break), and nothing else does."""
+    model = build_model("af_resnet50", 3)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(20))
+    run(model, video, "sparse", backend="kernels")
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explanation = torch._dynamo.explain(model)(video)
+    sites = {(frame.filename.rsplit("/", 1)[-1], frame.name) for b in explanation.break_reasons for frame in b.user_stack[-1:]}
+    assert explanation.graph_break_count >= 3 and sites == {("selection.py", "count_selected")}, sites

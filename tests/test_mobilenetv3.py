@@ -246,15 +246,6 @@ def test_training_mode_is_differentiable_and_masks_are_forward_ordered():
     assert [tuple(m.shape) for m in masks] == [(N, T)] * 5
 
 
-@pytest.fixture
-def no_tf32():
-    """cuDNN convolutions default to TF32 (10-bit mantissa), far above these tolerances."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_sparse_equals_dense_on_device(device, no_tf32):
     model = small_model().to(device)

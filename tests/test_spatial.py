@@ -251,3 +251,14 @@ def test_a_policy_keeping_every_cell_takes_the_frame_path() -> None:
     assert counter.by_shape[(3, 64, 256, 16, 16)] == 3
     assert not any(size == 6 for _, _, _, size, _ in counter.by_shape)
     assert relative_error(out, run(model, video, "dense")[0]) < 1e-5
+
+
+def test_sparse_tiles_equal_dense_with_one_frame() -> None:
+    model = build_model("af_resnet18", 1, shift=True, spatial=True, grid=3).double()
+    video = torch.randn(2, 1, 3, 96, 96, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    masks = [torch.tensor([[True], [False]])] * 3
+    g = torch.Generator().manual_seed(22)
+    cells = [torch.rand(2, 1, 3, 3, generator=g) > 0.5 for _ in range(3)]
+    dense = run(model, video, "dense", masks, cells)[0]
+    for backend in ("torch", "kernels"):
+        assert relative_error(run(model, video, "sparse", masks, cells, backend)[0], dense) < 1e-10
