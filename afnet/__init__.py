@@ -1,12 +1,14 @@
-"""AFNet ("Look More but Care Less in Video Recognition") with sparse execution that really skips frames.
+"""AFNet ("Look More but Care Less in Video Recognition") with sparse execution that really skips
+frames and regions.
 
-Public API: :func:`create_model`, :func:`build_from_checkpoint`, :func:`load_checkpoint`
-(+ :func:`save_checkpoint`, :func:`read_checkpoint`) and :func:`count_flops`.
+Public API: :func:`create_model`; checkpoints (:func:`build_from_checkpoint`, :func:`load_checkpoint`,
+:func:`save_checkpoint`, :func:`read_checkpoint`); :func:`count_flops`; the frame budget
+(:func:`calibrate_frame_budget`, ``model.frame_budget``); :func:`cuda_graph`; :func:`predict`.
+Export: ``afnet.export``; training: ``afnet.training``; the engine: ``afnet.engine``.
 """
 
 from afnet._version import __version__
 from afnet.budget import calibrate_frame_budget
-from afnet.cuda_graph import cuda_graph
 from afnet.checkpoint import (
     CheckpointError,
     LoadReport,
@@ -15,6 +17,7 @@ from afnet.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from afnet.cuda_graph import cuda_graph
 from afnet.flops import FlopCount, count_flops
 from afnet.models import ARCHS, create_model
 
