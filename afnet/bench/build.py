@@ -61,10 +61,13 @@ def _check(name: str, err: float, tol: float, what: str) -> None:
         raise BenchCheckError(f"{name}: {what}: relative error {err:.3g} > {tol:.3g}; refusing to time it")
 
 
-def _check_low_precision(name: str, low: torch.Tensor, ref_low: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    """``low`` may be off ``ref`` (full precision) by at most twice what ``ref_low`` is, plus fp32 noise."""
+def _check_low_precision(name: str, low: torch.Tensor, ref_low: torch.Tensor, ref: torch.Tensor, what: str) -> float:
+    """``low`` may be off ``ref`` (full precision) by at most twice what ``ref_low`` is, plus fp32
+    noise. Returns ``low``'s error."""
     tol = 2 * rel_err(ref_low, ref) + REL_TOL[torch.float32]
-    _check(name, rel_err(low, ref), tol, f"{what} (in {low.dtype}, against float32)")
+    err = rel_err(low, ref)
+    _check(name, err, tol, f"{what} (in {low.dtype}, against float32)")
+    return err
 
 
 def _is_norm(m: nn.Module) -> bool:
@@ -384,13 +387,13 @@ def _check_group(group: Group, cfg: BenchConfig, video: torch.Tensor) -> Dict[st
             what = _what(e, cfg)
             if what is not None:
                 out = group.eager_output(e, low) if e.runner == "eager" else _output(calls[e.key], e)
-                _check_low_precision(e.key, out, ref_low, ref, what)
+                group.facts[e.key]["check_rel_err_lowp"] = _check_low_precision(e.key, out, ref_low, ref, what)
     return calls
 
 
 def missing_ops(e: Entry, cfg: BenchConfig) -> Optional[str]:
     """Why ``e`` cannot run on this build (None: it can). The spatial models need the tile ops
-    of issue 9 (their FLOPs are counted on the sparse path too)."""
+    (their FLOPs are counted on the sparse path too)."""
     if e.rs is None:
         return None
     import afnet_kernels

@@ -26,7 +26,7 @@ CSV_FIELDS = (
     "rt_target", "rt_realized", "rs_target", "rs_realized", "gflops", "gflops_executed",
     "latency_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "mean_ms", "samples", "ms_per_video",
     "videos_per_s", "speedup_vs_tsn", "speedup_vs_tsm", "speedup_vs_dense", "speedup_vs_eager",
-    "gflop_per_s", "efficiency", "check_rel_err", "tsn_reference", "tsm_reference",
+    "gflop_per_s", "efficiency", "check_rel_err", "check_rel_err_lowp", "tsn_reference", "tsm_reference",
 )
 
 
@@ -49,7 +49,7 @@ def build_rows(
     """One row per entry, with the derived columns.
 
     ``facts[entry.key]`` holds ``gflops`` and ``rt_realized`` (optionally ``rs_realized``,
-    ``gflops_executed`` and ``check_rel_err``). Speedups are ratios of median latencies: against
+    ``gflops_executed``, ``check_rel_err`` and, for a low-precision run, ``check_rel_err_lowp``). Speedups are ratios of median latencies: against
     the fastest TSN and TSM rows (``tsn_reference``/``tsm_reference`` name them), against the
     dense twin on the same masks, and against the eager call a compiled or graphed one wraps.
     Efficiency = speedup vs TSN ÷ (TSN GFLOPs / row GFLOPs), i.e. the achieved GFLOP/s relative
@@ -69,6 +69,7 @@ def build_rows(
             "min_ms": ms["min"], "max_ms": ms["max"], "mean_ms": ms["mean"], "samples": s.n,
             "ms_per_video": ms["median"] / batch, "videos_per_s": batch / s.median,
             "gflop_per_s": f["gflops"] * batch / s.median, "check_rel_err": f.get("check_rel_err"),
+            "check_rel_err_lowp": f.get("check_rel_err_lowp"),
         })
     latency = {r["key"]: r["latency_ms"] for r in rows}
     tsn, tsm = fastest(rows, TSN), fastest(rows, TSM)
