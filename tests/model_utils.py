@@ -132,3 +132,14 @@ class HostReads:
     def __exit__(self, *exc) -> None:
         for name, original in self._originals.items():
             setattr(torch.Tensor, name, original)
+
+
+def run_model(model, video, execution, masks=None, backend="kernels", layout=torch.channels_last, *, cells=None):
+    """One no-grad forward of ``model`` in ``execution`` with ``backend`` and ``layout`` (the engine's
+    memory format; None keeps the input's), masks and spatial masks forced when given. Returns what
+    ``model(..., return_masks=True)`` returns, after asserting the model took that path."""
+    model.execution, model.backend, model.memory_format = execution, backend, layout
+    with torch.no_grad():
+        out = model(video, masks=masks, spatial_masks=cells, return_masks=True)
+    assert model.last_execution == execution
+    return out

@@ -20,6 +20,7 @@ from afnet.engine.plan import BlockPlan
 from afnet.engine.selection import FrameSelection, select_stage
 from conftest import cpu_and_cuda, needs_cuda
 from model_utils import HostReads, build_model, random_masks, random_state_like, relative_error
+from model_utils import run_model as run
 
 # 32x32 models: tiny tensors, where 2 threads only wait on each other's barriers (on a loaded
 # machine 10x slower). The kernels' parallel paths are covered by test_ops at the default threads.
@@ -31,15 +32,6 @@ LAYOUTS = (torch.contiguous_format, torch.channels_last)
 
 def num_gates(model) -> int:
     return len(model.navigation_modules)
-
-
-def run(model, video, execution, masks=None, backend="torch", layout=torch.channels_last):
-    """One no-grad forward in ``execution``; asserts the model took that path."""
-    model.execution, model.backend, model.memory_format = execution, backend, layout
-    with torch.no_grad():
-        out = model(video, masks=masks, return_masks=True)
-    assert model.last_execution == execution
-    return out
 
 
 def sparse_backends():

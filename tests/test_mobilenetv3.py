@@ -11,6 +11,7 @@ from afnet.models.mobilenetv3 import AFMobileNetV3, make_divisible
 from conftest import cpu_and_cuda, needs_cuda
 from model_utils import (
     HostReads,
+    run_model as run,
     build_model,
     fixture_masks,
     fixture_state_dict,
@@ -66,15 +67,6 @@ def mask_case(case: str, n: int = N, seed: int = 2):
     return masks
 
 
-def run(model, video, execution, masks=None, backend="kernels", fmt=torch.channels_last):
-    """One no-grad forward in ``execution``; asserts the model took that path."""
-    model.execution, model.backend, model.memory_format = execution, backend, fmt
-    with torch.no_grad():
-        out = model(video, return_masks=True, masks=masks)
-    assert model.last_execution == execution
-    return out
-
-
 # -- Golden fixture -------------------------------------------------------------------------
 def test_keys_and_shapes_match_release():
     fx = load_fixture(FIXTURE)
@@ -115,9 +107,9 @@ def test_sparse_equals_dense(small, case, fmt):
     model = small
     video = small_video()
     masks = mask_case(case)
-    dense, dense_masks = run(model, video, "dense", masks, backend="torch", fmt=None)
+    dense, dense_masks = run(model, video, "dense", masks, backend="torch", layout=None)
     for backend in ("kernels", "torch"):
-        sparse, sparse_masks = run(model, video, "sparse", masks, backend=backend, fmt=fmt)
+        sparse, sparse_masks = run(model, video, "sparse", masks, backend=backend, layout=fmt)
         assert relative_error(sparse, dense) < 1e-5
         assert all(torch.equal(a, b) for a, b in zip(sparse_masks, masks))
     assert all(torch.equal(a, b) for a, b in zip(dense_masks, masks))
@@ -145,7 +137,7 @@ def test_masks_change_the_output(small):
 def test_sparse_equals_dense_options(options):
     model = small_model(seed=4, **options)
     video = small_video()
-    dense, dense_masks = run(model, video, "dense", backend="torch", fmt=None)
+    dense, dense_masks = run(model, video, "dense", backend="torch", layout=None)
     sparse, sparse_masks = run(model, video, "sparse")
     assert all(torch.equal(a, b) for a, b in zip(dense_masks, sparse_masks))
     assert relative_error(sparse, dense) < 1e-5
@@ -158,7 +150,7 @@ def test_sparse_equals_dense_navigation_decides():
             with torch.no_grad():
                 nav.conv_gs.bias.zero_()
     video = small_video(seed=6)
-    dense, dense_masks = run(model, video, "dense", fmt=None)
+    dense, dense_masks = run(model, video, "dense", layout=None)
     sparse, sparse_masks = run(model, video, "sparse")
     ratio = torch.stack([m.float().mean() for m in dense_masks]).mean()
     assert 0 < ratio < 1
@@ -177,7 +169,7 @@ def test_float64_sparse_equals_dense():
     model = small_model().double()
     video = small_video(dtype=torch.float64)
     masks = mask_case("random")
-    dense = run(model, video, "dense", masks, fmt=None)[0]
+    dense = run(model, video, "dense", masks, layout=None)[0]
     sparse = run(model, video, "sparse", masks)[0]
     assert relative_error(sparse, dense) < 1e-12
 
@@ -192,7 +184,7 @@ def test_soft_weights_run_dense_with_soft_masks():
     assert model.last_execution == "dense"
     assert len(masks) == 5 and masks[0].dtype == torch.bool
     # The soft weights really scale the focal input: forcing every weight to 1 changes the output.
-    ones = run(model, video, "dense", [torch.ones(N, T)] * 5, fmt=None)[0]
+    ones = run(model, video, "dense", [torch.ones(N, T)] * 5, layout=None)[0]
     assert relative_error(soft, ones) > 1e-3
 
 
@@ -206,7 +198,7 @@ def test_plan_follows_weight_changes():
         focal.bn3.bias.add_(1.0)  # moves F(0) and the folded weights
         model.base_model.conv_last.weight.mul_(1.5)
     after = run(model, video, "sparse", masks)[0]
-    dense = run(model, video, "dense", masks, fmt=None)[0]
+    dense = run(model, video, "dense", masks, layout=None)[0]
     assert relative_error(after, before) > 1e-3
     assert relative_error(after, dense) < 1e-5
     model.train()
@@ -250,7 +242,7 @@ def test_training_mode_is_differentiable_and_masks_are_forward_ordered():
 def test_sparse_equals_dense_on_device(device, no_tf32):
     model = small_model().to(device)
     video, masks = small_video().to(device), [m.to(device) for m in mask_case("random")]
-    dense = run(model, video, "dense", masks, fmt=None)[0]
+    dense = run(model, video, "dense", masks, layout=None)[0]
     for backend in ("kernels", "torch"):
         sparse = run(model, video, "sparse", masks, backend=backend)[0]
         assert relative_error(sparse, dense) < 1e-5

@@ -14,6 +14,7 @@ from afnet.layers.spatial import SpatialNavigation, block_grid, upsample_cells
 from afnet_kernels.reference import cell_of_position
 from afnet.losses import afnet_loss, record_masks, record_spatial_masks, spatial_ratio_penalty
 from model_utils import build_model, random_masks, random_state_like, relative_error
+from model_utils import run_model as run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 T = 3
@@ -49,14 +50,6 @@ def random_cells(model, n, size, seed, special=True):
         cells[2] = torch.zeros_like(cells[2])
         cells[2][0, 0, -1, -1] = True
     return cells
-
-
-def run(model, video, execution, masks=None, cells=None, backend="kernels", layout=torch.channels_last):
-    model.execution, model.backend, model.memory_format = execution, backend, layout
-    with torch.no_grad():
-        out = model(video, return_masks=True, masks=masks, spatial_masks=cells)
-    assert model.last_execution == execution
-    return out
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -98,8 +91,8 @@ def test_all_cells_is_the_temporal_model_and_no_cell_is_no_frame(fill_zero_respo
     reference = run(temporal, video, "dense", masks)[0]
     no_frame = run(temporal, video, "dense", [torch.zeros(2, T, dtype=torch.bool)] * 10)[0]
     for execution in ("dense", "folded"):
-        assert relative_error(run(spatial, video, execution, masks, every)[0], reference) < 1e-12
-        assert relative_error(run(spatial, video, execution, masks, none)[0], no_frame) < 1e-12
+        assert relative_error(run(spatial, video, execution, masks, cells=every)[0], reference) < 1e-12
+        assert relative_error(run(spatial, video, execution, masks, cells=none)[0], no_frame) < 1e-12
 
 
 def test_dense_formula_of_one_block() -> None:
@@ -139,9 +132,9 @@ def test_sparse_tiles_equal_dense(arch, shift, size) -> None:
     video = clip(size=size, dtype=torch.float64)
     masks = random_masks(len(model.navigation_modules), 2, T, seed=size)
     cells = random_cells(model, 2, size, seed=size + 1)
-    dense = run(model, video, "dense", masks, cells)[0]
+    dense = run(model, video, "dense", masks, cells=cells)[0]
     for backend, layout in itertools.product(("torch", "kernels"), (torch.contiguous_format, torch.channels_last)):
-        sparse, used, used_cells = run(model, video, "sparse", masks, cells, backend, layout)
+        sparse, used, used_cells = run(model, video, "sparse", masks, backend, layout, cells=cells)
         assert all(torch.equal(a, b) for a, b in zip(used_cells, cells))
         assert relative_error(sparse, dense) < 1e-10, (backend, layout)
 
@@ -259,6 +252,6 @@ def test_sparse_tiles_equal_dense_with_one_frame() -> None:
     masks = [torch.tensor([[True], [False]])] * 3
     g = torch.Generator().manual_seed(22)
     cells = [torch.rand(2, 1, 3, 3, generator=g) > 0.5 for _ in range(3)]
-    dense = run(model, video, "dense", masks, cells)[0]
+    dense = run(model, video, "dense", masks, cells=cells)[0]
     for backend in ("torch", "kernels"):
-        assert relative_error(run(model, video, "sparse", masks, cells, backend)[0], dense) < 1e-10
+        assert relative_error(run(model, video, "sparse", masks, backend, cells=cells)[0], dense) < 1e-10
