@@ -17,6 +17,7 @@ so the package requires exactly the torch release it was built with
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import shlex
 import sys
@@ -29,6 +30,15 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+
+
+def build_id() -> str:
+    """The sources' digest, compiled into both libraries (afnet_kernels/_build_id.py, loaded
+    by path: importing the package would load the libraries this build is making)."""
+    spec = importlib.util.spec_from_file_location("_afnet_build_id", ROOT / "afnet_kernels" / "_build_id.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_digest(CSRC)
 
 
 def log(message: str) -> None:
@@ -94,7 +104,8 @@ def extensions() -> list:
     debug = env_flag("DEBUG")
     # -g0: Python's own CFLAGS carry -g, which doubles compile time for nothing.
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-    cxx_flags = list(opt)
+    ident = build_id()
+    cxx_flags = opt + [f"-DAFNET_BUILD_ID={ident}"]
     # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp the
     # CPU kernels would silently run on one thread. The runtime is the
     # libgomp.so.1 that torch already loaded.
@@ -113,6 +124,7 @@ def extensions() -> list:
     build_cuda, reason = cuda_wanted(nvcc, cuda_sources)
     nvcc_flags = (["-O0", "-g", "-lineinfo"] if debug else ["-O3", "-lineinfo"]) + [
         "--expt-relaxed-constexpr",
+        f"-DAFNET_BUILD_ID={ident}",
     ]
     nvcc_flags += shlex.split(os.environ.get("NVCC_FLAGS", ""))
     if build_cuda:
@@ -127,6 +139,7 @@ def extensions() -> list:
         )
 
     log(f"torch {torch.__version__} (CUDA {torch.version.cuda}), debug={debug}; requires {torch_requirement()}")
+    log(f"build id {ident} (digest of csrc/)")
     log(f"CPU extension afnet_kernels._C: {len(cpu.sources)} sources, cxx flags {cxx_flags + openmp}")
     if build_cuda:
         log(

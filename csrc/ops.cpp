@@ -13,6 +13,10 @@
 // index ops do, rather than touch memory out of bounds.
 #include <torch/library.h>
 
+#include "common/build_id.h"
+
+AFNET_DEFINE_BUILD_ID(afnet_kernels_cpu_build_id);
+
 TORCH_LIBRARY(afnet_kernels, m) {
   // mask [N, T] (bool or 0/1) -> index int64 [K'] ascending, inverse int64 [N*T] (position or -1).
   // K' = num_selected when given (must be >= the K the mask selects; entries past K are -1),

@@ -14,7 +14,7 @@ from typing import List, Optional
 import torch
 
 import afnet_kernels as ak
-from afnet_kernels import _loader, ops
+from afnet_kernels import _build_id, _loader, ops
 from afnet_kernels import reference as ref
 
 # Every op the library declares; the registry below must hold at least these.
@@ -73,8 +73,45 @@ def test_cuda_kernels_built_when_nvcc_is_present():
         f"nvcc is present ({nvcc}) but afnet_kernels._C_cuda was not built: {info['reason']}. "
         "Rebuild with FORCE_CUDA=1 pip install --no-build-isolation -e ."
     )
+    assert _loader.CUDA_LIB.loaded, info["reason"]
     missing = _missing_kernels("CUDA")
     assert not missing, f"nvcc is present ({nvcc}) but these ops have no CUDA kernel: {missing}"
+
+
+def test_libraries_were_built_from_these_sources():
+    """Both libraries carry the digest of today's csrc/: a stale build fails here, not later."""
+    expected = _build_id.source_digest(Path(__file__).resolve().parents[1] / "csrc")
+    for library in (_loader.CPU_LIB, _loader.CUDA_LIB):
+        path = _loader._origin(library.name)
+        if path is None:
+            continue
+        assert _build_id.library_build_id(path) == expected, (
+            f"{path} was built from other sources than csrc/ (build {_build_id.library_build_id(path)}, "
+            f"sources {expected}): rebuild with `make install`"
+        )
+
+
+def test_cuda_library_of_other_sources_is_refused(tmp_path, monkeypatch, caplog):
+    """A _C_cuda left from other sources is not loaded (its kernels would register against
+    schemas they do not match, which aborts the process): a warning names both builds."""
+    cpu, cuda, old = tmp_path / "_C.so", tmp_path / "_C_cuda.so", tmp_path / "_C_old.so"
+    cpu.write_bytes(b"\x7fELF" + _build_id.MARKER + b"0123456789abcdef\0tail")
+    cuda.write_bytes(b"\x7fELF..." + _build_id.MARKER + b"fedcba9876543210\0")
+    old.write_bytes(b"\x7fELF without a marker")
+    assert _build_id.library_build_id(cpu) == "0123456789abcdef"
+    assert _loader.mismatched_build(str(cpu), str(cpu)) is None
+    reason = _loader.mismatched_build(str(cpu), str(cuda))
+    assert "0123456789abcdef" in reason and "fedcba9876543210" in reason and "rebuild" in reason
+    assert "without an id" in _loader.mismatched_build(str(cpu), str(old))
+
+    loaded = []
+    monkeypatch.setattr(_loader, "_origin", {"_C": str(cpu), "_C_cuda": str(cuda)}.get)
+    monkeypatch.setattr(torch.ops, "load_library", loaded.append)
+    with caplog.at_level("WARNING", logger="afnet_kernels"):
+        cpu_lib, cuda_lib = _loader.load()
+    assert loaded == [str(cpu)]
+    assert cpu_lib.loaded and cuda_lib.built and not cuda_lib.loaded
+    assert cuda_lib.reason == reason and "built from other sources" in caplog.text
 
 
 def test_backends_report():

@@ -22,11 +22,14 @@
 #include <optional>
 #include <tuple>
 
+#include "common/build_id.h"
 #include "common/checks.h"
 #include "common/indexing.h"
 #include "common/validate.h"
 #include "cuda/index_checks.cuh"
 #include "cuda/launch.cuh"
+
+AFNET_DEFINE_BUILD_ID(afnet_kernels_cuda_build_id);
 
 namespace afnet_kernels {
 namespace cuda {
