@@ -126,28 +126,39 @@ class TSN(nn.Module):
             raise ValueError(f"pad_counts must be None or one of {tuple(COUNT_BUCKETS)}, got {value!r}")
         self._pad_counts = value
 
+    def _gates(self) -> Tuple[List[nn.Module], bool]:
+        """(the temporal gates in forward order, whether there are spatial gates): one walk of
+        the backbone, which a forward pays once."""
+        from afnet.layers import FixedPolicy, Navigation, SpatialNavigation, SpatialPolicy
+
+        temporal, spatial = [], False
+        for m in self.base_model.modules():
+            if isinstance(m, (Navigation, FixedPolicy)):
+                temporal.append(m)
+            spatial = spatial or isinstance(m, (SpatialNavigation, SpatialPolicy))
+        return temporal, spatial
+
     @property
     def navigation_modules(self) -> List[nn.Module]:
         """The temporal gates (navigation modules or fixed policies) in forward order."""
-        from afnet.layers import FixedPolicy, Navigation
-
-        return [m for m in self.base_model.modules() if isinstance(m, (Navigation, FixedPolicy))]
+        return self._gates()[0]
 
     @property
     def is_spatial(self) -> bool:
         """Whether the focal blocks also have spatial gates (``create_model(..., spatial=True)``)."""
-        from afnet.layers import SpatialNavigation, SpatialPolicy
-
-        return any(isinstance(m, (SpatialNavigation, SpatialPolicy)) for m in self.base_model.modules())
+        return self._gates()[1]
 
     @property
     def runs_sparse(self) -> bool:
         """Whether an inference-mode forward takes the engine (eval, ``execution`` sparse or
         folded, binary gates; soft-weight navigation can only run dense)."""
+        return self._runs_sparse(self.navigation_modules)
+
+    def _runs_sparse(self, temporal_gates: List[nn.Module]) -> bool:
         return (
             self._execution != "dense"
             and not self.training
-            and all(getattr(g, "is_binary", True) for g in self.navigation_modules)
+            and all(getattr(g, "is_binary", True) for g in temporal_gates)
         )
 
     def train(self, mode: bool = True) -> "TSN":
@@ -214,16 +225,17 @@ class TSN(nn.Module):
         self.check_video(video)
         n, t = video.shape[:2]
         x = video.reshape((n * t,) + tuple(video.shape[2:]))
+        temporal_gates, is_spatial = self._gates()
         budget = None if self.training else frames_per_module(
-            self._frame_budget, self.num_segments, len(self.navigation_modules)
+            self._frame_budget, self.num_segments, len(temporal_gates)
         )
-        if spatial_masks is not None and not self.is_spatial:
+        if spatial_masks is not None and not is_spatial:
             raise ValueError("spatial_masks: this model has no spatial navigation (create_model(..., spatial=True))")
         ctx = ExecutionContext(
             get_ops(self._backend), forced_masks=masks, frame_budget=budget, forced_cells=spatial_masks,
             skip_frames=self._execution == "sparse", pad_counts=self._pad_counts,
         )
-        on_engine = self.runs_sparse
+        on_engine = self._runs_sparse(temporal_gates)
         if on_engine and self._records_autograd(video):
             warnings.warn(
                 "model.eval() forward with autograd recording runs the dense, differentiable path; "
@@ -249,6 +261,6 @@ class TSN(nn.Module):
         if not return_masks:
             return logits
         frame_masks = [g.detach() > 0.5 for g in gates]
-        if not self.is_spatial:
+        if not is_spatial:
             return logits, frame_masks
         return logits, frame_masks, [c.detach().reshape(n, t, *c.shape[1:]) > 0.5 for c in ctx.cell_masks]
