@@ -136,10 +136,6 @@ class ExecutionContext:
         self.cell_masks.append(decision.mask)
         return decision
 
-    def gate_mask(self, gate: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The mask ``[N, T]`` of :meth:`decide`."""
-        return self.decide(gate, x).mask
-
     def check_all_gates_used(self) -> None:
         """Raise if forced masks or budget ratios were left over (the model has fewer gates)."""
         for name, given, seen in (

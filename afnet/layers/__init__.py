@@ -2,7 +2,7 @@
 
 from afnet.layers.fusion import AdditiveFusion, DynamicFusion
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
-from afnet.layers.navigation import Navigation
+from afnet.layers.navigation import Navigation, temporal_gate
 from afnet.layers.policies import POLICIES, FixedPolicy, fixed_policy_mask, num_kept
 from afnet.layers.spatial import SPATIAL_POLICIES, SpatialNavigation, SpatialPolicy
 
@@ -19,4 +19,5 @@ __all__ = [
     "gumbel_noise",
     "hard_gumbel_softmax",
     "num_kept",
+    "temporal_gate",
 ]

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
+from afnet.layers.policies import FixedPolicy
 
 
 class Navigation(nn.Module):
@@ -111,3 +112,15 @@ class Navigation(nn.Module):
             return hard_gumbel_softmax(logits, self.tau, self._noise(logits))[..., 1]
         # argmax picks index 0 on a tie, so a frame is kept only when l1 > l0.
         return (logits[..., 1] > logits[..., 0]).to(logits.dtype)
+
+
+def temporal_gate(
+    policy: str, rt: Optional[float], in_channels: int, num_segments: int, *, mix_frames: bool = False,
+    soft: bool = False,
+) -> nn.Module:
+    """The temporal gate of one focal block (or of the first layer): a :class:`Navigation` reading
+    ``in_channels`` features when ``policy`` is ``"navigation"``, else the fixed policy ``policy``
+    at ratio ``rt``."""
+    if policy == "navigation":
+        return Navigation(in_channels, num_segments, mix_frames=mix_frames, soft=soft)
+    return FixedPolicy(policy, rt, num_segments)

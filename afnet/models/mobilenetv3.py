@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation
+from afnet.layers import AdditiveFusion, DynamicFusion, Navigation, temporal_gate
 from afnet.models.description import AFStageParts, Block, DescribedBackbone, GlobalPool, Layers, Part
 from afnet.models.residual import SHIFT_DIV, ResidualBlock
 from afnet.models.tsn import TSN
@@ -191,10 +191,7 @@ class AFMobileNetV3(DescribedBackbone):
         def gates(cfgs: Sequence[tuple]) -> nn.ModuleList:
             c_in, mods = self._channels, []
             for cfg in cfgs:
-                if policy == "navigation":
-                    mods.append(Navigation(c_in, num_segments, mix_frames=mix_frames, soft=soft_weights))
-                else:
-                    mods.append(FixedPolicy(policy, rt, num_segments))
+                mods.append(temporal_gate(policy, rt, c_in, num_segments, mix_frames=mix_frames, soft=soft_weights))
                 c_in = make_divisible(cfg[2])
             return nn.ModuleList(mods)
 

@@ -91,7 +91,6 @@ class ResidualBlock(nn.Module):
                 y = y + s
         return torch.relu(y) if self.last_relu else y
 
-
     def zero_response(self, x: torch.Tensor) -> torch.Tensor:
         """``F(0)`` ``[C_out, H', W']`` for frames shaped like ``x``, with BN's running statistics,
         detached (a constant of the weights)."""

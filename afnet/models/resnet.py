@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from afnet.engine.context import ExecutionContext
-from afnet.layers import AdditiveFusion, DynamicFusion, FixedPolicy, Navigation, SpatialNavigation, SpatialPolicy
+from afnet.layers import AdditiveFusion, DynamicFusion, Navigation, SpatialNavigation, SpatialPolicy, temporal_gate
 from afnet.models.blocks import block_type, conv1x1, make_shortcut
 from afnet.models.description import (
     AFStageParts,
@@ -122,9 +122,9 @@ class AFStage(nn.Module):
         def gate(c: int) -> nn.Module:
             if options.first_layer_navigation:
                 return SharedGate(num_segments)
-            if options.policy == "navigation":
-                return Navigation(c, num_segments, mix_frames=options.mix_frames, soft=options.soft_weights)
-            return FixedPolicy(options.policy, options.rt, num_segments)
+            return temporal_gate(
+                options.policy, options.rt, c, num_segments, mix_frames=options.mix_frames, soft=options.soft_weights
+            )
 
         self.list_gen = nn.ModuleList(gate(in_channels if i == 0 else ample) for i in range(n))
         self.base_module = nn.ModuleList(
@@ -246,13 +246,14 @@ class AFResNet(DescribedBackbone):
         )
         self.feature_dim = widths[3]
         # Registered last: the released checkpoints' keys come first and keep their order.
-        if stage_options.first_layer_navigation:
-            if stage_options.policy == "navigation":
-                self.navigation = Navigation(64, num_segments, mix_frames=stage_options.mix_frames)
-            else:
-                self.navigation = FixedPolicy(stage_options.policy, stage_options.rt, num_segments)
-        else:
-            self.navigation = None
+        self.navigation = (
+            temporal_gate(
+                stage_options.policy, stage_options.rt, 64, num_segments,
+                mix_frames=stage_options.mix_frames, soft=stage_options.soft_weights,
+            )
+            if stage_options.first_layer_navigation
+            else None
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
