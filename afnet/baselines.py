@@ -28,7 +28,6 @@ from torchvision.models.resnet import Bottleneck
 from afnet.backend import BACKENDS, get_ops, shift_frames
 from afnet.engine.context import ExecutionContext
 from afnet.engine.executor import run_plan
-from afnet.engine.folding import onednn_applies
 from afnet.engine.plan import PlanCache
 from afnet.models.description import Block, GlobalPool, Layers, Part
 
@@ -180,9 +179,6 @@ class PlannedVideoResNet50(nn.Module):
         n, t = video.shape[:2]
         x = video.flatten(0, 1).contiguous(memory_format=self.memory_format)
         ctx = ExecutionContext(get_ops(self.backend))
-        # As for the AF models (the same one-pass check, so both pay the same for it): oneDNN's
-        # fused ReLU maps NaN to 0, so non-finite input runs NaN-preserving epilogues.
-        ctx.exact = onednn_applies(x) and not bool(x.sum().isfinite())
         features, _ = run_plan(self._plans.get(self, self.memory_format), x, ctx)
         logits = self.video_model.base.fc(features)
         return logits.view(n, t, -1).mean(dim=1)

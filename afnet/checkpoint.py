@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import enum
 import hashlib
 import os
 import pathlib
 import pickle
-import secrets
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from afnet.atomic_files import replace_file
 from afnet.models.factory import computation_config, create_model
 
 __all__ = [
@@ -261,31 +260,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _write_atomic(payload: Mapping[str, Any], path: pathlib.Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``: a crash
-    leaves either the old file or the new one, never a partial one."""
-    if path.is_dir():
-        raise IsADirectoryError(f"save_checkpoint: {path} is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def save_checkpoint(model: nn.Module, path: PathLike, **extra: Any) -> None:
     """Save ``model`` in our format: its config, its state dict, ``extra`` and a content digest.
 
@@ -313,7 +287,7 @@ def save_checkpoint(model: nn.Module, path: PathLike, **extra: Any) -> None:
     for key, value in extra.items():
         payload[key] = _storable(value, f"extra[{key!r}]", set())
     payload[DIGEST_KEY] = _digest(payload)
-    _write_atomic(payload, pathlib.Path(path))
+    replace_file(path, lambda fh: torch.save(payload, fh))
 
 
 # ----------------------------------------------------------------------------- reading

@@ -24,7 +24,7 @@ import torch
 from afnet.backend import shift_frames
 from afnet.engine import counters
 from afnet.engine.context import CellDecision, ExecutionContext
-from afnet.engine.folding import FoldedConv, is_channels_last, run_steps
+from afnet.engine.folding import FoldedConv, is_channels_last, onednn_applies, run_steps
 from afnet.engine.plan import BlockPlan, InferencePlan, LayersPlan, StagePlan
 from afnet.engine.selection import CellSelection, Selection, select_stage
 from afnet.layers.spatial import upsample_cells
@@ -161,7 +161,13 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
 
 
 def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """Run ``plan`` on frames ``x`` ``[N*T, 3, H, W]``; returns (output, masks in forward order)."""
+    """Run ``plan`` on frames ``x`` ``[N*T, 3, H, W]``; returns (output, masks in forward order).
+
+    Non-finite input sets ``ctx.exact``: oneDNN's fused ReLU maps NaN to 0, and the engine must
+    propagate NaN and Inf as the dense computation does."""
+    # One pass: a NaN or Inf anywhere makes the sum non-finite (so may an overflow, which only
+    # costs the fused epilogues), where isfinite().all() makes five.
+    ctx.exact = ctx.exact or (onednn_applies(x) and not bool(x.sum().isfinite()))
     masks: List[torch.Tensor] = []
     for part in plan.parts:
         if isinstance(part, LayersPlan):

@@ -1,7 +1,7 @@
 """Files of a run folder written so that a crash never leaves a damaged one behind.
 
-- :func:`atomic_write_bytes` / :func:`atomic_copy`: a temporary file in the same folder, flushed
-  to disk, then renamed over the target (a rename within a file system is atomic);
+- :func:`atomic_write_bytes` / :func:`atomic_copy`: through :func:`afnet.atomic_files.replace_file`
+  (a temporary file in the same folder, flushed to disk, then renamed over the target);
 - ``log.jsonl``: one JSON object per epoch, appended and flushed; :func:`truncate_log` drops the
   lines of epochs a resumed run will redo, so the log reads as one uninterrupted run.
 """
@@ -15,36 +15,21 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
+from afnet.atomic_files import replace_file
+
 PathLike = Union[str, os.PathLike]
 
 
-def _fsync_file(path: PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_with(path: PathLike, write) -> None:
-    """``write(tmp)`` into a temporary file next to ``path``, flush it to disk, rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    _replace_with(path, lambda tmp: tmp.write_bytes(data))
+    replace_file(path, lambda fh: fh.write(data))
 
 
 def atomic_copy(src: PathLike, dst: PathLike) -> None:
-    _replace_with(dst, lambda tmp: shutil.copyfile(src, tmp))
+    def copy(fh) -> None:
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, fh)
+
+    replace_file(dst, copy)
 
 
 def _jsonable(value: Any) -> Any:
