@@ -16,7 +16,7 @@ from afnet.data.datasets import RecordSource
 from afnet.data.decode import DecodeError
 from afnet.data.sampling import tsn_test_indices
 from afnet.layers import Navigation
-from afnet.training.cost import flop_table
+from afnet.training.cost import flop_table, gate_names
 from afnet.training.evaluate import _summarise
 from afnet.training.metrics import average_precision, mean_average_precision, topk_hits
 from afnet.training.predict import predict_many
@@ -202,3 +202,18 @@ def test_plot_log_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["plot-log", str(tmp_path / "nope")])
     assert "RUN_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch, options", [("af_resnet18", {}), ("af_mobilenetv3", {}),
+                                           ("af_resnet18", {"first_layer_navigation": True})])
+def test_gate_names_follow_the_forward_order(arch, options):
+    """The names label the masks: they must be the gates in the order the forward calls them."""
+    model = afnet.create_model(arch, num_classes=3, num_segments=2, **options).eval()
+    called = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: called.append(name))
+             for name, m in model.named_modules() if isinstance(m, Navigation)]
+    with torch.inference_mode():
+        masks = model(torch.randn(1, 2, 3, 64, 64), return_masks=True)[1]
+    for h in hooks:
+        h.remove()
+    assert gate_names(model) == called and len(called) == len(masks)

@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from afnet.data.decode import DEFAULT_TEMPLATE, DecodeError, VideoReader, read_frame_folder
-from afnet.data.lists import VideoRecord
+from afnet.data.lists import VideoRecord, is_multi_label
 from afnet.data.sampling import sample_indices
 from afnet.data.synthetic import MotionTask
 
@@ -42,7 +42,7 @@ class RecordSource:
         bad = [r.path for r in records if max(r.labels) >= num_classes]
         if bad:
             raise ValueError(f"labels must be < num_classes={num_classes}; entries with larger labels: {bad[:5]}")
-        if not multi_label and any(len(r.labels) > 1 for r in records):
+        if not multi_label and is_multi_label(records):
             raise ValueError("multi_label=False, but some entries have several labels")
         self.records = list(records)
         self.num_classes = num_classes

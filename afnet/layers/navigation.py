@@ -53,11 +53,11 @@ class Navigation(nn.Module):
         self.generator: Optional[torch.Generator] = None
         self.reset_gate_bias()
 
-    def reset_gate_bias(self) -> None:
-        """Logit bias 1 for "skip" and 10 for "keep", so every frame starts selected."""
+    def reset_gate_bias(self, skip: float = 1.0, keep: float = 10.0) -> None:
+        """Logit biases for "skip" and "keep"; the released (1, 10) selects every frame at first."""
         with torch.no_grad():
-            self.conv_gs.bias[0::2] = 1.0
-            self.conv_gs.bias[1::2] = 10.0
+            self.conv_gs.bias[0::2] = skip
+            self.conv_gs.bias[1::2] = keep
 
     def set_eval_noise(self, enabled: bool, seed: int = 0) -> None:
         """Turn seeded noisy eval on (fresh generator from ``seed``) or off."""

@@ -114,7 +114,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     model.execution = args.execution
     names = _class_names(args.class_names, data, "--class-names", parser)
     size, resize, template = _input_settings(args, data)
-    num_classes = model.new_fc.out_features if getattr(model, "new_fc", None) is not None else data.get("num_classes")
+    num_classes = model.config["num_classes"]  # also for af_mobilenetv3, whose classifier is in the backbone
     if args.list_file is None:
         stored = data.get("builtin_task")
         if stored is None:
@@ -126,8 +126,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             records, _ = load_entries(args.list_file, args.data_root, names)
             check_exist(records, args.list_file)
-            source = RecordSource(records, num_classes or 1 + max(max(r.labels) for r in records),
-                                  multi_label=is_multi_label(records), template=template)
+            source = RecordSource(records, num_classes, multi_label=is_multi_label(records), template=template)
         except (DataError, ValueError) as exc:
             parser.error(f"argument --list: {exc}")
         listed = args.list_file

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 
 from afnet.flops import count_flops
-from afnet.layers import FixedPolicy, Navigation
 
 
 @dataclass(frozen=True)
@@ -45,24 +44,11 @@ class FlopTable:
         return paper, executed
 
 
-def gate_names(model: nn.Module, video: torch.Tensor) -> List[str]:
-    """Names of the gate modules in the order the forward pass calls them (the masks' order)."""
-    called: List[str] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, args, out, name=name: called.append(name))
-        for name, m in model.named_modules()
-        if isinstance(m, (Navigation, FixedPolicy))
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model(video)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return called
+def gate_names(model: nn.Module) -> List[str]:
+    """Names of the temporal gates (navigation modules or fixed policies) in forward order: the
+    masks' order (``TSN.navigation_modules``)."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names[id(gate)] for gate in model.navigation_modules]
 
 
 @torch.no_grad()
@@ -71,7 +57,7 @@ def flop_table(model: nn.Module, clip: torch.Tensor) -> FlopTable:
     depend on shapes only, not on the content or the weights)."""
     if clip.dim() != 5 or clip.shape[0] != 1:
         raise ValueError(f"clip must be [1, T, 3, H, W], got {tuple(clip.shape)}")
-    names = gate_names(model, clip)
+    names = gate_names(model)
     t = clip.shape[1]
     ones = [torch.ones(1, t, dtype=torch.bool, device=clip.device) for _ in names]
     forced = count_flops(model, clip, masks=ones)

@@ -74,7 +74,9 @@ def all_reduce_sum(info: DistInfo, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def any_rank(info: DistInfo, flag: bool) -> bool:
-    """Whether ``flag`` is true on any rank."""
+    """Whether ``flag`` is true on any rank (no device round trip in one process)."""
+    if not info.enabled:
+        return flag
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     return bool(all_reduce_sum(info, t).item() > 0)
 
@@ -86,15 +88,6 @@ def gather_to_main(info: DistInfo, obj: Any) -> Optional[List[Any]]:
     out: Optional[List[Any]] = [None] * info.world_size if info.is_main else None
     dist.gather_object(obj, out, dst=0)
     return out
-
-
-def broadcast_from_main(info: DistInfo, obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def max_param_divergence(info: DistInfo, model: nn.Module) -> float:
@@ -176,6 +169,6 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
 
 
 __all__ = [
-    "DistInfo", "SyncBatchNorm2d", "all_reduce_sum", "any_rank", "broadcast_from_main", "convert_sync_batchnorm",
+    "DistInfo", "SyncBatchNorm2d", "all_reduce_sum", "any_rank", "convert_sync_batchnorm",
     "gather_to_main", "max_param_divergence", "resolve_device", "setup", "teardown",
 ]

@@ -116,13 +116,11 @@ def predict_many(
     loader = make_loader(dataset, ShardSampler(len(dataset)), batch_size=batch_size, workers=workers)
     device = _device_of(model)
     model.eval()
-    names: Optional[List[str]] = None
+    names = gate_names(model)
     for batch in loader:
         results: Dict[int, Union[Prediction, Failure]] = {f.index: f for f in batch.failures}
         if batch.video is not None:
             video = normalize(batch.video.to(device))
-            if names is None:
-                names = gate_names(model, video[:1])
             with torch.inference_mode():
                 logits, masks = model(video, return_masks=True)[:2]  # a spatial model adds its cell masks
             probs = (logits.float().sigmoid() if multi_label else logits.float().softmax(dim=1)).cpu()

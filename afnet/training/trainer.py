@@ -99,9 +99,7 @@ def set_gate_bias(model: nn.Module, skip: float, keep: float) -> None:
     """
     for module in model.modules():
         if isinstance(module, Navigation):
-            with torch.no_grad():
-                module.conv_gs.bias[0::2] = skip
-                module.conv_gs.bias[1::2] = keep
+            module.reset_gate_bias(skip, keep)
 
 
 def _classifier_keys(model: nn.Module) -> Set[str]:
@@ -243,8 +241,11 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.net.train()
         rt_now = target_ratio(epoch, self.rt, rt_begin=cfg.rt_begin, rt_end=cfg.rt_end)
+        rs_now = None if self.rs is None else target_ratio(epoch, self.rs, rt_begin=cfg.rt_begin, rt_end=cfg.rt_end)
         iters = len(self.train_loader)
-        sums = torch.zeros(6, dtype=torch.float64)  # clips, loss, ce, ratio loss, top1, top5 (sums over clips)
+        # Sums over clips, kept on the device so that a step reads nothing back (the progress bar
+        # reads them every 10 steps): clips, loss, ce, ratio loss, top1, top5.
+        sums = torch.zeros(6, dtype=torch.float64, device=info.device)
         ratio_sums: Optional[torch.Tensor] = None
         skipped = 0
         lr = tau = float("nan")
@@ -266,9 +267,8 @@ class Trainer:
                 logits = self.net(video)
             logits = logits.float()
             ce = model_loss(logits, target)
-            ratio_loss = ratio_penalty(masks, rt_now) if masks else torch.zeros((), device=info.device)
+            ratio_loss = ratio_penalty(masks, rt_now)
             if cells:  # the spatial term, on the same schedule towards rs
-                rs_now = target_ratio(epoch, self.rs, rt_begin=cfg.rt_begin, rt_end=cfg.rt_end)
                 ratio_loss = ratio_loss + spatial_ratio_penalty(masks, [c.float() for c in cells], rs_now)
             loss = ce + cfg.lam * ratio_loss
             self.optimizer.zero_grad(set_to_none=True)
@@ -278,16 +278,18 @@ class Trainer:
             self.optimizer.step()
             n = len(batch)
             hits = topk_hits(logits.detach(), target, (1, 5))
-            sums += torch.tensor([n, loss.item() * n, ce.item() * n, ratio_loss.item() * n,
-                                  float(hits[1].sum()), float(hits[5].sum())], dtype=torch.float64)
-            per_module = torch.stack([m.detach().float().mean() for m in masks]).double().cpu() * n
+            sums += torch.stack([torch.tensor(n, dtype=torch.float64, device=info.device),
+                                 *(t.detach().double() * n for t in (loss, ce, ratio_loss)),
+                                 hits[1].sum().double(), hits[5].sum().double()])
+            per_module = torch.stack([m.detach().float().mean() for m in masks]).double() * n
             ratio_sums = per_module if ratio_sums is None else ratio_sums + per_module
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{sums[4] / sums[0]:.3f}",
                                 ratio=f"{float(per_module.mean()) / n:.2f}", lr=f"{lr:.2g}")
         bar.close()
-        totals = all_reduce_sum(info, torch.cat([sums, ratio_sums if ratio_sums is not None else torch.zeros(0),
-                                                 torch.tensor([skipped], dtype=torch.float64)]).to(info.device)).cpu()
+        no_ratios = torch.zeros(0, dtype=torch.float64, device=info.device)
+        totals = all_reduce_sum(info, torch.cat([sums, ratio_sums if ratio_sums is not None else no_ratios,
+                                                 torch.tensor([skipped], dtype=torch.float64, device=info.device)])).cpu()
         clips = float(totals[0])
         ratios = (totals[6:-1] / clips).tolist() if clips else []
         return {
