@@ -606,5 +606,6 @@ def build_from_checkpoint(
             model = create_model(**config)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{name}: its config does not build a model: {exc}") from exc
-    report = _load_into(model, checkpoint, name, strict=strict, check_config=check_config, verified=verified)
+    # The model was built from the stored config (overrides checked above): nothing to compare.
+    report = _load_into(model, checkpoint, name, strict=strict, check_config=False, verified=verified)
     return model.eval(), report

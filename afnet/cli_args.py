@@ -6,7 +6,10 @@ import argparse
 import importlib.util
 from typing import Callable, List, Union
 
-__all__ = ["add_device", "float_in", "int_at_least", "require", "size_arg"]
+__all__ = ["DOWNSAMPLE", "add_device", "float_in", "frame_size", "int_at_least", "require", "size_arg"]
+
+# The AF networks downsample their input this many times: frame sizes are multiples of it.
+DOWNSAMPLE = 32
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -35,6 +38,15 @@ def float_in(low: float, high: float, *, low_open: bool = True) -> Callable[[str
 
     parse.__name__ = "number"
     return parse
+
+
+def frame_size(text: str) -> int:
+    """The frame height and width of a model input: a positive multiple of :data:`DOWNSAMPLE`."""
+    value = int_at_least(DOWNSAMPLE)(text)
+    if value % DOWNSAMPLE:
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of {DOWNSAMPLE} (the networks downsample {DOWNSAMPLE}x), got {value}")
+    return value
 
 
 def size_arg(text: str) -> Union[int, List[int]]:

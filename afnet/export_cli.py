@@ -13,7 +13,7 @@ from typing import List, Union
 
 import torch
 
-from afnet.cli_args import int_at_least
+from afnet.cli_args import frame_size, int_at_least
 
 
 def _budget(text: str) -> Union[float, List[float]]:
@@ -51,7 +51,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     p.add_argument("--out", type=Path, required=True, help="output file")
     p.add_argument("--batch", type=int_at_least(1), default=1, help="videos per call in the exported graph (default 1)")
-    p.add_argument("--size", type=int_at_least(1), default=224, help="frame height and width (default 224)")
+    p.add_argument("--size", type=frame_size, default=224, help="frame height and width, a multiple of 32 (default 224)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the written file on a random clip and compare with the eager model (default on)")
     p.set_defaults(run=run)
@@ -62,8 +62,6 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         parser.error("argument --arch: required without --checkpoint")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"argument --checkpoint: no such file: {args.checkpoint}")
-    if args.size % 32:
-        parser.error(f"argument --size: must be a multiple of 32 (the networks downsample 32x), got {args.size}")
     out_dir = args.out.parent if str(args.out.parent) else Path(".")
     if not out_dir.is_dir():
         parser.error(f"argument --out: folder {out_dir} does not exist")

@@ -119,11 +119,10 @@ def _gate_input(model: nn.Module, gate: nn.Module, video: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def calibrate_navigation_(model: nn.Module, video: torch.Tensor, rt: float, generator: torch.Generator) -> List[float]:
+def calibrate_navigation_(model: nn.Module, video: torch.Tensor, rt: float, generator: torch.Generator) -> None:
     """Give each navigation module a fixed ranking of the frames that no rounding can flip, and
     place the released rule's threshold so that it keeps ``k = floor(rt·T + 1/2)`` frames of every
-    video of ``video`` ``[N, T, 3, H, W]`` (the frame budget ``rt`` keeps the same frames);
-    returns the ratio each module keeps under the threshold rule.
+    video of ``video`` ``[N, T, 3, H, W]`` (the frame budget ``rt`` keeps the same frames).
 
     With random weights on random input, the keep margins ``l1 − l0`` of the frames of a video lie
     so close together that bfloat16 rounding reorders a third of them, and the dense and sparse
@@ -154,8 +153,6 @@ def calibrate_navigation_(model: nn.Module, video: torch.Tensor, rt: float, gene
         # Keep iff margin + step·level > low + step·(T − k) − (step − spread) / 2: the top k levels.
         k = max(1, frames_for_ratio(rt, t))  # what the frame budget rt keeps
         keep_bias += step * level - (low + step * (t - k) - (step - spread) / 2)
-    _, masks = model(video, return_masks=True)[:2]
-    return [m.float().mean().item() for m in masks]
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from afnet.cli_args import int_at_least
+from afnet.cli_args import DOWNSAMPLE, frame_size, int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -32,16 +32,10 @@ QUICK_REPEATS, QUICK_WARMUP = 3, 1
 CPU_REPEATS, CPU_WARMUP = 7, 1
 CUDA_REPEATS, CUDA_WARMUP = 30, 5
 MAX_SIZE = 1024
-# The networks downsample 32x: at --size 32 the last stage (and the AF stages' ample branches)
-# see 1x1 maps, so the calibration pass's BN batch statistics need more than one frame.
-DOWNSAMPLE = 32
 
 
 def _size(text: str) -> int:
-    value = int_at_least(DOWNSAMPLE)(text)
-    if value % DOWNSAMPLE:
-        raise argparse.ArgumentTypeError(
-            f"must be a multiple of {DOWNSAMPLE} (the networks downsample {DOWNSAMPLE}x), got {value}")
+    value = frame_size(text)
     if value > MAX_SIZE:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SIZE}, got {value}")
     return value
