@@ -271,7 +271,7 @@ def _empty(shape: Tuple[int, ...], like: Tensor, layout_of: Tensor) -> Tensor:
 
 def _tile_shape(grid: Sequence[int], out_size: Sequence[int], stride: int, halo: int) -> Tuple[int, int]:
     """``(Th, Tw)`` of ``gather_tiles``."""
-    return tuple(((-(-length // cells)) - 1) * stride + 1 + 2 * halo for cells, length in zip(grid, out_size))  # type: ignore[return-value]
+    return tuple(reference.tile_size(length, cells, stride, halo) for cells, length in zip(grid, out_size))  # type: ignore[return-value]
 
 
 def _register_fakes() -> None:

@@ -296,6 +296,16 @@ def cell_bounds(length: int, cells: int, device: Optional[torch.device] = None) 
     return torch.arange(cells + 1, device=device) * length // cells
 
 
+def cell_size(length: int, cells: int) -> int:
+    """The largest cell of an axis of ``length`` cut into ``cells``: ``ceil(length / cells)``."""
+    return -(-length // cells)
+
+
+def tile_size(length: int, cells: int, stride: int, halo: int) -> int:
+    """Pixels along one axis of a ``gather_tiles`` tile: ``(cell_size - 1)*stride + 1 + 2*halo``."""
+    return (cell_size(length, cells) - 1) * stride + 1 + 2 * halo
+
+
 def _cells(index: torch.Tensor, grid: Tuple[int, int]):
     """``(padding, row, cy, cx)`` of every entry of ``index`` (padding entries read as cell 0)."""
     gh, gw = grid
@@ -312,11 +322,17 @@ def _tile_positions(
     padding, row, cy, cx = _cells(index, grid)
     axes = []
     for length, cells, cell in zip(out_size, grid, (cy, cx)):
-        size = -(-length // cells)
-        tile = (size - 1) * stride + 1 + 2 * halo
         origin = cell_bounds(length, cells, index.device)[cell] * stride - halo
-        axes.append(origin[:, None] + torch.arange(tile, device=index.device))
+        axes.append(origin[:, None] + torch.arange(tile_size(length, cells, stride, halo), device=index.device))
     return padding, row, axes[0], axes[1]
+
+
+def _inside(padding: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, in_size: Tuple[int, int]) -> torch.Tensor:
+    """bool ``[K, 1, Th, Tw]``: the tile pixels at input rows ``ys`` and columns ``xs`` that lie
+    inside an image of ``in_size`` (none of a padding entry)."""
+    in_y = (ys >= 0) & (ys < in_size[0])
+    in_x = (xs >= 0) & (xs < in_size[1])
+    return ((~padding)[:, None, None] & in_y[:, :, None] & in_x[:, None, :])[:, None]
 
 
 def tile_valid_mask(
@@ -341,9 +357,7 @@ def tile_valid_mask(
     """
     grid, out_size, in_size = _pair(grid, "grid"), _pair(out_size, "out_size"), _pair(in_size, "in_size")
     padding, _, ys, xs = _tile_positions(index, grid, out_size, stride, halo)
-    in_y = (ys >= 0) & (ys < in_size[0])
-    in_x = (xs >= 0) & (xs < in_size[1])
-    return ((~padding)[:, None, None] & in_y[:, :, None] & in_x[:, None, :])[:, None]
+    return _inside(padding, ys, xs, in_size)
 
 
 def tile_extent_mask(index: torch.Tensor, grid: Pair, out_size: Pair) -> torch.Tensor:
@@ -358,7 +372,7 @@ def tile_extent_mask(index: torch.Tensor, grid: Pair, out_size: Pair) -> torch.T
     for length, cells, cell in zip(out_size, grid, (cy, cx)):
         bounds = cell_bounds(length, cells, index.device)
         extent = bounds[cell + 1] - bounds[cell]
-        inside.append(torch.arange(-(-length // cells), device=index.device) < extent[:, None])
+        inside.append(torch.arange(cell_size(length, cells), device=index.device) < extent[:, None])
     return ((~padding)[:, None, None] & inside[0][:, :, None] & inside[1][:, None, :])[:, None]
 
 
@@ -419,7 +433,7 @@ def gather_tiles(
     count, tile_h, tile_w = index.numel(), ys.shape[1], xs.shape[1]
     if rows * height * width == 0:  # nothing to read: every tile is zeros
         return _like(x.new_zeros((count, channels, tile_h, tile_w)), x)
-    valid = tile_valid_mask(index, grid, out_size, (height, width), stride, halo)
+    valid = _inside(padding, ys, xs, (height, width))
     flat = (row[:, None, None] * height + ys.clamp(0, height - 1)[:, :, None]) * width + xs.clamp(
         0, width - 1
     )[:, None, :]

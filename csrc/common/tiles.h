@@ -39,7 +39,6 @@ struct AxisTiling {
   int64_t in_size;  // input length (pixels outside [0, in_size) read as zero)
 
   AFNET_HOST_DEVICE int64_t start(int64_t i) const { return cell_start(i, length, cells); }
-  AFNET_HOST_DEVICE int64_t extent(int64_t i) const { return start(i + 1) - start(i); }
   AFNET_HOST_DEVICE int64_t cell(int64_t p) const { return cell_of(p, length, cells); }
   // Input pixels of a tile.
   AFNET_HOST_DEVICE int64_t tile() const { return (size - 1) * stride + 1 + 2 * halo; }
@@ -85,7 +84,7 @@ struct TileGrid {
 // (oy + ty, ox + tx) of row `row` (before any TSM shift); the rest of the tile
 // is zeros. A padding entry reads nothing (row -1, empty ranges).
 struct TileWindow {
-  int64_t row, cx;
+  int64_t row;
   int64_t oy, ox;
   int64_t y_begin, y_end, x_begin, x_end;
 
@@ -95,16 +94,16 @@ struct TileWindow {
 };
 
 AFNET_HOST_DEVICE TileWindow tile_window(const TileGrid& g, int64_t cell_id) {
-  TileWindow w{kPadding, 0, 0, 0, 0, 0, 0, 0};
+  TileWindow w{kPadding, 0, 0, 0, 0, 0, 0};
   if (cell_id == kPadding) return w;
-  int64_t cy;
-  g.decode(cell_id, &w.row, &cy, &w.cx);
+  int64_t cy, cx;
+  g.decode(cell_id, &w.row, &cy, &cx);
   w.oy = g.y.origin(cy);
-  w.ox = g.x.origin(w.cx);
+  w.ox = g.x.origin(cx);
   w.y_begin = g.y.valid_begin(cy);
   w.y_end = g.y.valid_end(cy);
-  w.x_begin = g.x.valid_begin(w.cx);
-  w.x_end = g.x.valid_end(w.cx);
+  w.x_begin = g.x.valid_begin(cx);
+  w.x_end = g.x.valid_end(cx);
   return w;
 }
 

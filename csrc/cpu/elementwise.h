@@ -42,6 +42,13 @@ inline void add_scalar_into(scalar_t* __restrict out, const scalar_t* __restrict
   }
 }
 
+// out[i] += a[i] (in opmath, rounded once per add): gradients summed into one buffer.
+template <typename scalar_t>
+inline void accumulate_into(scalar_t* __restrict out, const scalar_t* __restrict a, int64_t n) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(opmath_t(out[i]) + opmath_t(a[i]));
+}
+
 // out[i] = finish(a[i]).
 template <bool kRelu, typename scalar_t>
 inline void copy_into(scalar_t* __restrict out, const scalar_t* __restrict a, int64_t n) {

@@ -17,6 +17,7 @@
 #include "common/checks.h"
 #include "common/indexing.h"
 #include "common/validate.h"
+#include "cpu/elementwise.h"
 #include "cpu/row_spans.h"
 #include "cpu/slot_readers.h"
 
@@ -97,7 +98,7 @@ at::Tensor gather_frames_backward_cpu(const at::Tensor& grad_in, const at::Tenso
             std::copy(g0 + p, g0 + stop, out_row + p);
             for (int64_t j = first + 1; j < last; ++j) {
               const scalar_t* gj = g + readers.order[j] * row_numel;
-              for (int64_t e = p; e < stop; ++e) out_row[e] += gj[e];
+              accumulate_into(out_row + p, gj + p, stop - p);
             }
           });
         });

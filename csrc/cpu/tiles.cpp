@@ -113,26 +113,16 @@ at::Tensor gather_tiles_cpu(const at::Tensor& x_in, const at::Tensor& index_in,
       return last ? xp + ((row * H + w.oy) * W + w.ox) * C + c
                   : xp + ((row * C + c) * H + w.oy) * W + w.ox;
     };
-    if (!last) {
-      // Task k: a tile, channel plane by channel plane.
-      parallel_tasks(count, C * th * tw, [&](int64_t k) {
-        const TileWindow w = tile_window(g, idx[k]);
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t from = shifted_source_row(w.row, c, fold, num_segments);
-          copy_window(op + (k * C + c) * th * tw, from < 0 ? xp : origin(w, from, c), w, th, tw,
-                      W, 1, 1, from >= 0);
-        }
-      });
-      return;
-    }
-    // Task k: a whole tile, one run per TSM class of channels.
+    // Task k: a whole tile, in runs of channels read from one source row: one channel plane
+    // at a time (contiguous), or a TSM class of channels at every pixel (channels_last).
     parallel_tasks(count, C * th * tw, [&](int64_t k) {
       const TileWindow w = tile_window(g, idx[k]);
       for (int64_t c = 0; c < C;) {
-        const int64_t stop = fold > 0 ? shift_class_end(c, fold, C) : C;
+        const int64_t stop = !last ? c + 1 : fold > 0 ? shift_class_end(c, fold, C) : C;
         const int64_t from = shifted_source_row(w.row, c, fold, num_segments);
-        copy_window(op + k * th * tw * C + c, from < 0 ? xp : origin(w, from, c), w, th, tw, W,
-                    stop - c, C, from >= 0);
+        E* tile = last ? op + k * th * tw * C + c : op + (k * C + c) * th * tw;
+        copy_window(tile, from < 0 ? xp : origin(w, from, c), w, th, tw, W, last ? stop - c : 1,
+                    last ? C : 1, from >= 0);
         c = stop;
       }
     });
@@ -173,12 +163,8 @@ at::Tensor gather_tiles_backward_cpu(const at::Tensor& grad_in, const at::Tensor
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad.scalar_type(), "_gather_tiles_backward_cpu", [&] {
-        using opmath_t = at::opmath_type<scalar_t>;
         const scalar_t* gp = grad.const_data_ptr<scalar_t>();
         scalar_t* xp = out.data_ptr<scalar_t>();
-        const auto add = [](scalar_t* o, const scalar_t* a, int64_t n) {
-          for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(opmath_t(o[i]) + opmath_t(a[i]));
-        };
         // Adds tile k's window at channels [c0, c1) into input row r.
         const auto add_tile = [&](int64_t r, int64_t k, const TileWindow& w, int64_t c0,
                                   int64_t c1) {
@@ -186,12 +172,12 @@ at::Tensor gather_tiles_backward_cpu(const at::Tensor& grad_in, const at::Tensor
             const int64_t iy = w.oy + ty;
             if (last) {
               for (int64_t tx = w.x_begin; tx < w.x_end; ++tx) {
-                add(xp + ((r * H + iy) * W + w.ox + tx) * C + c0,
+                accumulate_into(xp + ((r * H + iy) * W + w.ox + tx) * C + c0,
                     gp + ((k * th + ty) * tw + tx) * C + c0, c1 - c0);
               }
             } else {
               for (int64_t c = c0; c < c1; ++c) {
-                add(xp + ((r * C + c) * H + iy) * W + w.ox + w.x_begin,
+                accumulate_into(xp + ((r * C + c) * H + iy) * W + w.ox + w.x_begin,
                     gp + ((k * C + c) * th + ty) * tw + w.x_begin, w.x_end - w.x_begin);
               }
             }

@@ -243,11 +243,8 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
   const at::MemoryFormat format = memory_format_of(grad_in);
   const at::Tensor grad = dense_in(grad_in, format);
   const at::Tensor index = index_in.contiguous();
-  const at::Tensor inverse = inverse_index(index, num_rows, /*repeats_allowed=*/true, !validate);
-  if (validate) {
-    raise_if_flagged(inverse.select(0, num_rows), index,
-                     frame_index_rule("_gather_frames_backward", num_rows, "num_rows", false));
-  }
+  const at::Tensor inverse = checked_inverse(
+      index, frame_index_rule("_gather_frames_backward", num_rows, "num_rows", false), validate);
   at::Tensor out = at::empty({num_rows, grad.size(1), grad.size(2), grad.size(3)},
                              grad.options().memory_format(format));
   if (out.numel() == 0) return out;
@@ -323,11 +320,8 @@ at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_
   const at::Tensor src = dense_in(src_in, format);
   const at::Tensor index = index_in.contiguous();
   const int64_t rows = base.size(0);
-  const at::Tensor inverse = inverse_index(index, rows, /*repeats_allowed=*/false, !validate);
-  if (validate) {
-    raise_if_flagged(inverse.select(0, rows), index,
-                     frame_index_rule("scatter_frames", rows, "rows of base", true));
-  }
+  const at::Tensor inverse =
+      checked_inverse(index, frame_index_rule("scatter_frames", rows, "rows of base", true), validate);
   at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
   if (out.numel() == 0) return out;
   const uint32_t row_numel = checked_frame_numel(base, "scatter_frames");

@@ -51,8 +51,6 @@ __global__ void index_range_kernel(const int64_t* __restrict__ index, int64_t co
   }
 }
 
-}  // namespace
-
 at::Tensor inverse_index(const at::Tensor& index, int64_t slots, bool repeats_allowed,
                          bool device_assert) {
   at::Tensor inverse = at::empty({slots + 1}, index.options());
@@ -77,6 +75,14 @@ void raise_if_flagged(const at::Tensor& status, const at::Tensor& index, const I
   validate_index(rule, host.const_data_ptr<int64_t>(), host.numel());
   TORCH_INTERNAL_ASSERT(false, rule.op, ": the device flagged index values (status ", bits,
                         ") that the host check accepts");
+}
+
+}  // namespace
+
+at::Tensor checked_inverse(const at::Tensor& index, const IndexRule& rule, bool validate) {
+  at::Tensor inverse = inverse_index(index, rule.limit, /*repeats_allowed=*/!rule.distinct, !validate);
+  if (validate) raise_if_flagged(inverse.select(0, rule.limit), index, rule);
+  return inverse;
 }
 
 void validate_index_cuda(const at::Tensor& index, const IndexRule& rule) {

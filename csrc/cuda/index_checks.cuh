@@ -19,23 +19,19 @@
 namespace afnet_kernels {
 namespace cuda {
 
-// inverse [slots + 1] of an int64 contiguous index [K] on the current device:
-// inverse[s] = the largest k with index[k] == s, or -1 (padding entries name
-// no slot); inverse[slots] = the IndexStatus bits over all entries. With
-// `device_assert`, an out-of-range value (and a repeat when `repeats_allowed`
-// is false) stops the kernel instead of setting a bit.
-at::Tensor inverse_index(const at::Tensor& index, int64_t slots, bool repeats_allowed,
-                         bool device_assert);
+// inverse [rule.limit + 1] of an int64 contiguous index [K] on the current
+// device: inverse[s] = the largest k with index[k] == s, or -1 (padding
+// entries name no slot); inverse[rule.limit] = the IndexStatus bits over all
+// entries. validate=True reads those bits and raises the host validator's
+// message for a value `rule` forbids (out of range; repeated when
+// rule.distinct); validate=False reads nothing, and such a value stops the
+// kernel with a device-side assert.
+at::Tensor checked_inverse(const at::Tensor& index, const IndexRule& rule, bool validate);
 
 // validate=True for ops that need no inverse: flags values outside
 // {-1} ∪ [0, rule.limit) on the device, reads the flag, and raises the host
 // validator's message if it is set.
 void validate_index_cuda(const at::Tensor& index, const IndexRule& rule);
-
-// Reads the status word `status` (a one-element int64 device tensor, e.g.
-// inverse[slots]) and raises the host validator's message when it holds a
-// bit `rule` forbids (out of range; repeated when rule.distinct).
-void raise_if_flagged(const at::Tensor& status, const at::Tensor& index, const IndexRule& rule);
 
 }  // namespace cuda
 }  // namespace afnet_kernels

@@ -265,12 +265,7 @@ at::Tensor scatter_tiles_cuda(const at::Tensor& base_in, const at::Tensor& src_i
   const at::Tensor base = dense_in(base_in, format);
   const at::Tensor src = dense_in(src_in, format);
   const at::Tensor index = index_in.contiguous();
-  const at::Tensor inverse =
-      inverse_index(index, g.cell_count(), /*repeats_allowed=*/false, !validate);
-  if (validate) {
-    raise_if_flagged(inverse.select(0, g.cell_count()), index,
-                     tile_index_rule("scatter_tiles", g, true));
-  }
+  const at::Tensor inverse = checked_inverse(index, tile_index_rule("scatter_tiles", g, true), validate);
   at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
   if (out.numel() == 0) return out;
   const int64_t C = base.size(1), H = base.size(2), W = base.size(3);
