@@ -122,27 +122,41 @@ inline void check_select_args(const at::Tensor& mask, std::optional<int64_t> num
   }
 }
 
-// x [N*T, C, H, W] floating, index [K] int64 on x's device.
-inline void check_gather_args(const at::Tensor& x, const at::Tensor& index, int64_t num_segments,
-                              int64_t shift_div) {
-  constexpr const char* op = "gather_frames";
-  check_dim(op, x, "x", 4, "[N*T, C, H, W]");
+// What every gather (frames or tiles) checks of its input: x 4-D `shape`
+// floating, index [K] int64 on x's device, and the TSM shift over x's rows.
+inline void check_gather_input(const char* op, const at::Tensor& x, const char* shape,
+                               const at::Tensor& index, int64_t num_segments, int64_t shift_div) {
+  check_dim(op, x, "x", 4, shape);
   check_floating(op, x, "x");
   check_index_tensor(op, index, x, "x");
   check_segments(op, x.size(0), "x.size(0)", num_segments, shift_div);
 }
 
+// What every gather backward checks: grad 4-D `shape` floating with one
+// `noun` ("rows", "tiles") per index entry, summed into num_rows >= 0 rows.
+inline void check_gather_grad(const char* op, const at::Tensor& grad, const char* shape,
+                              const char* noun, const at::Tensor& index, int64_t num_rows,
+                              int64_t num_segments, int64_t shift_div) {
+  check_dim(op, grad, "grad", 4, shape);
+  check_floating(op, grad, "grad");
+  check_index_tensor(op, index, grad, "grad");
+  TORCH_CHECK(grad.size(0) == index.size(0), op, ": grad has ", grad.size(0), " ", noun,
+              " but index has ", index.size(0), " entries");
+  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
+  check_segments(op, num_rows, "num_rows", num_segments, shift_div);
+}
+
+// x [N*T, C, H, W] floating, index [K] int64 on x's device.
+inline void check_gather_args(const at::Tensor& x, const at::Tensor& index, int64_t num_segments,
+                              int64_t shift_div) {
+  check_gather_input("gather_frames", x, "[N*T, C, H, W]", index, num_segments, shift_div);
+}
+
 // grad [K, C, H, W], index [K] -> [num_rows, C, H, W].
 inline void check_gather_backward_args(const at::Tensor& grad, const at::Tensor& index,
                                        int64_t num_rows, int64_t num_segments, int64_t shift_div) {
-  constexpr const char* op = "_gather_frames_backward";
-  check_dim(op, grad, "grad", 4, "[K, C, H, W]");
-  check_floating(op, grad, "grad");
-  check_index_tensor(op, index, grad, "grad");
-  TORCH_CHECK(grad.size(0) == index.size(0), op, ": grad has ", grad.size(0),
-              " rows but index has ", index.size(0), " entries");
-  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
-  check_segments(op, num_rows, "num_rows", num_segments, shift_div);
+  check_gather_grad("_gather_frames_backward", grad, "[K, C, H, W]", "rows", index, num_rows,
+                    num_segments, shift_div);
 }
 
 // fill None / [C] / [C, H, W] on base's device and dtype.
@@ -282,10 +296,7 @@ inline TileGrid check_gather_tiles_args(const at::Tensor& x, const at::Tensor& i
                                         int64_t stride, int64_t halo, int64_t num_segments,
                                         int64_t shift_div) {
   constexpr const char* op = "gather_tiles";
-  check_dim(op, x, "x", 4, "[N*T, C, H_in, W_in]");
-  check_floating(op, x, "x");
-  check_index_tensor(op, index, x, "x");
-  check_segments(op, x.size(0), "x.size(0)", num_segments, shift_div);
+  check_gather_input(op, x, "[N*T, C, H_in, W_in]", index, num_segments, shift_div);
   check_tiling(op, grid, out_size, "out_size", stride, halo);
   return make_tile_grid(x.size(0), grid[0], grid[1], out_size[0], out_size[1], x.size(2),
                         x.size(3), stride, halo);
@@ -298,13 +309,7 @@ inline TileGrid check_gather_tiles_backward_args(const at::Tensor& grad, const a
                                                  int64_t stride, int64_t halo,
                                                  int64_t num_segments, int64_t shift_div) {
   constexpr const char* op = "_gather_tiles_backward";
-  check_dim(op, grad, "grad", 4, "[K, C, Th, Tw]");
-  check_floating(op, grad, "grad");
-  check_index_tensor(op, index, grad, "grad");
-  TORCH_CHECK(grad.size(0) == index.size(0), op, ": grad has ", grad.size(0),
-              " tiles but index has ", index.size(0), " entries");
-  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
-  check_segments(op, num_rows, "num_rows", num_segments, shift_div);
+  check_gather_grad(op, grad, "[K, C, Th, Tw]", "tiles", index, num_rows, num_segments, shift_div);
   check_tiling(op, grid, out_size, "out_size", stride, halo);
   check_pair(op, in_size, "in_size");
   TORCH_CHECK(in_size[0] >= 0 && in_size[1] >= 0, op, ": in_size must be >= 0, got ", in_size);
