@@ -49,6 +49,22 @@ def selected_ratio(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([m.float().mean() for m in masks]).mean()
 
 
+def navigation_penalty(
+    masks: Sequence[torch.Tensor],
+    rt: float,
+    spatial_masks: Optional[Sequence[torch.Tensor]] = None,
+    rs: Optional[float] = None,
+) -> torch.Tensor:
+    """The ratio term of the loss: ``ratio_penalty(masks, rt)``, plus
+    ``spatial_ratio_penalty(masks, spatial_masks, rs)`` with spatial navigation."""
+    penalty = ratio_penalty(masks, rt)
+    if spatial_masks:
+        if rs is None:
+            raise ValueError("rs, the spatial target ratio, is needed with spatial_masks")
+        penalty = penalty + spatial_ratio_penalty(masks, spatial_masks, rs)
+    return penalty
+
+
 def afnet_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -69,12 +85,7 @@ def afnet_loss(
         spatial_masks, rs: the differentiable cell masks (:func:`record_spatial_masks`) and the
             target ratio of computed cells of the selected frames.
     """
-    loss = F.cross_entropy(logits, target) + lam * ratio_penalty(masks, rt)
-    if spatial_masks is not None:
-        if rs is None:
-            raise ValueError("rs, the spatial target ratio, is needed with spatial_masks")
-        loss = loss + lam * spatial_ratio_penalty(masks, spatial_masks, rs)
-    return loss
+    return F.cross_entropy(logits, target) + lam * navigation_penalty(masks, rt, spatial_masks, rs)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from afnet.data.datasets import Batch
 from afnet.data.loader import SeededSampler, ShardSampler, make_loader
 from afnet.data.transforms import normalize
 from afnet.layers import Navigation
-from afnet.losses import ratio_penalty, record_masks, record_spatial_masks, spatial_ratio_penalty
+from afnet.losses import navigation_penalty, record_masks, record_spatial_masks
 from afnet.models import create_model
 from afnet.schedules import set_temperature, target_ratio, temperature
 from afnet.training.config import ConfigError, TrainConfig, save_config
@@ -267,9 +267,8 @@ class Trainer:
                 logits = self.net(video)
             logits = logits.float()
             ce = model_loss(logits, target)
-            ratio_loss = ratio_penalty(masks, rt_now)
-            if cells:  # the spatial term, on the same schedule towards rs
-                ratio_loss = ratio_loss + spatial_ratio_penalty(masks, [c.float() for c in cells], rs_now)
+            # With spatial gates, the spatial term too, on the same schedule towards rs.
+            ratio_loss = navigation_penalty(masks, rt_now, [c.float() for c in cells], rs_now)
             loss = ce + cfg.lam * ratio_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
