@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from typing import Callable, List, Union
+from typing import Callable, List, Optional, Union
 
-__all__ = ["DOWNSAMPLE", "add_device", "float_in", "frame_size", "int_at_least", "require", "size_arg"]
+import torch
+
+__all__ = ["DOWNSAMPLE", "add_device", "check_device", "device_name", "float_in", "frame_size", "int_at_least", "require", "size_arg"]
 
 # The AF networks downsample their input this many times: frame sizes are multiples of it.
 DOWNSAMPLE = 32
@@ -61,9 +63,34 @@ def size_arg(text: str) -> Union[int, List[int]]:
     return values[0] if len(values) == 1 else values
 
 
-def add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None,
-                        help="auto (default: cuda:LOCAL_RANK when a GPU is visible), cpu, cuda or cuda:N")
+def device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether that GPU is visible: :func:`check_device`)."""
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def add_device(parser: argparse.ArgumentParser, default: Optional[str] = None,
+               help: str = "auto (default: cuda:LOCAL_RANK when a GPU is visible), cpu, cuda or cuda:N") -> None:
+    parser.add_argument("--device", type=device_name, default=default, help=help)
+
+
+def check_device(parser: argparse.ArgumentParser, name: Optional[str]) -> str:
+    """``name`` (None: auto) with auto resolved to ``cuda`` or ``cpu``; stops with an error naming
+    ``--device`` when it asks for a GPU that is not visible."""
+    device = name if name not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    parsed = torch.device(device)
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"argument --device: {device!r} requested but no CUDA GPU is visible")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        parser.error(f"argument --device: {device!r} requested but only {torch.cuda.device_count()} GPU(s) visible")
+    return device
 
 
 # module -> the optional dependency group (pyproject) that installs it

@@ -88,3 +88,17 @@ def test_valid_arguments_create_the_output_folder(tmp_path) -> None:
     # Two frames make the BN statistics well defined at the smallest size.
     args = parser.parse_args(["bench", "--device", "cpu", "--frames", "2", "--size", "32", "--out", str(out)])
     assert bench_cli.resolve_bench_config(args, parser).frames == 2
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["eval", "--checkpoint", "missing.pth"],
+                                     ["predict", "clip.mp4", "--checkpoint", "missing.pth"]])
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "argument --device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("cuda:7", "argument --device: 'cuda:7' requested but"),
+])
+def test_every_command_checks_its_device_first(capsys, command, device, message):
+    """A device that is not a CPU or a visible GPU is a usage error naming --device, before any work."""
+    with pytest.raises(SystemExit) as exc:
+        main(command + ["--device", device])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

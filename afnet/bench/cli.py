@@ -18,7 +18,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from afnet.cli_args import DOWNSAMPLE, frame_size, int_at_least
+from afnet.cli_args import DOWNSAMPLE, add_device, check_device, frame_size, int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -41,18 +41,6 @@ def _size(text: str) -> int:
     return value
 
 
-def _device(text: str) -> str:
-    if text == "auto":
-        return text
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    return text
-
-
 def _default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -72,7 +60,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "torch.compile), on the same input; every ratio is against the fastest TSN. Writes a table to stdout "
         "and results.json, results.csv and latency_vs_gflops.png under --out.",
     )
-    b.add_argument("--device", type=_device, default="auto", help="auto (CUDA if visible), cpu, cuda or cuda:N")
+    add_device(b, default="auto", help="auto (CUDA if visible), cpu, cuda or cuda:N")
     b.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default float32 on the CPU, bfloat16 on CUDA")
     b.add_argument("--batch", type=int_at_least(1), default=None,
@@ -141,14 +129,8 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
     (``parser.error`` naming the flag on a bad one)."""
     from afnet.bench.config import BenchConfig, default_suite
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(parser, args.device)
     on_cuda = torch.device(device).type == "cuda"
-    if on_cuda and not torch.cuda.is_available():
-        parser.error(f"argument --device: {device!r} requested but no CUDA GPU is visible")
-    if on_cuda and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
-        parser.error(f"argument --device: {device!r} requested but only {torch.cuda.device_count()} GPU(s) visible")
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if on_cuda else torch.float32)
     if dtype == torch.float16 and not on_cuda:
         parser.error("argument --dtype: float16 is only supported on CUDA; use float32 or bfloat16 on the CPU")

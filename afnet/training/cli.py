@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.cli_args import add_device, float_in, int_at_least, require, size_arg
+from afnet.cli_args import add_device, check_device, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -124,6 +124,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              "(no train_config); use --pretrained to start from its weights")
             base = (stored, f"--resume {args.resume}")
         cfg = resolve_config(args.config, _flag_values(args), sets, base=base)
+        check_device(parser, cfg.device)  # from a flag, the config file or the resumed run
         train(cfg, resume=args.resume)
     except (ConfigError, DataError) as exc:
         parser.error(str(exc))

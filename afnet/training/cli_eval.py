@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from afnet.cli_args import add_device, int_at_least, require, size_arg
+from afnet.cli_args import add_device, check_device, int_at_least, require, size_arg
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -109,7 +109,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.training.plots import plot_selection
     from afnet.training.runfiles import atomic_write_bytes, to_json
 
-    info = setup(args.device or "auto")
+    info = setup(check_device(parser, args.device))
     model, data = load_model(args, parser, info.device)
     model.execution = args.execution
     names = _class_names(args.class_names, data, "--class-names", parser)
@@ -171,7 +171,7 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from afnet.training.predict import predict_many
     from afnet.training.runfiles import atomic_write_bytes, to_json
 
-    model, data = load_model(args, parser, resolve_device(args.device or "auto"))
+    model, data = load_model(args, parser, resolve_device(check_device(parser, args.device)))
     names = _class_names(args.labels, data, "--labels", parser)
     size, resize, template = _input_settings(args, data)
     args.out.mkdir(parents=True, exist_ok=True)

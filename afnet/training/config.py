@@ -16,15 +16,16 @@ The resolved config is written to ``RUN_DIR/config.yaml`` and into every checkpo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
 import yaml
 
+from afnet.cli_args import device_name
 from afnet.data.sampling import SAMPLINGS
 from afnet.models.factory import ALL_POLICIES, ARCHS
 from afnet.schedules import TAU_SCHEDULES
@@ -142,11 +143,9 @@ def _template_ok(v: Any) -> bool:
 
 
 def _device_ok(v: Any) -> bool:
-    if v == "auto":
-        return True
     try:
-        return isinstance(v, str) and torch.device(v).type in ("cpu", "cuda")
-    except RuntimeError:
+        return isinstance(v, str) and device_name(v) == v
+    except argparse.ArgumentTypeError:
         return False
 
 
