@@ -21,7 +21,7 @@ $(VENV)/.deps-stamp: Makefile pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install $(TORCH_PIN)
-	$(PY) -m pip install ninja build numpy pytest matplotlib av tqdm pyyaml onnx onnxscript onnxruntime
+	$(PY) -m pip install ninja build numpy pytest matplotlib av tqdm pyyaml onnx onnxscript onnxruntime import-linter
 	touch $@
 
 deps: $(VENV)/.deps-stamp

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import afnet
-from afnet import baselines
+from afnet.bench import baselines
 from afnet.bench import build, report, runner, timing
 from afnet.bench import config as bench_config
 from afnet.bench.config import BenchConfig, Entry
@@ -140,7 +140,7 @@ def test_planned_baseline_equals_torchvision(tsn_pair, shift, layout):
             out = planned(video)
     assert build.rel_err(out, expected) < build.REL_TOL[torch.float32]
     assert counter.calls == 53 and counter.rows == 53 * video.shape[0] * video.shape[1]
-    plan = planned._plans.get(planned, layout)
+    (plan,) = planned._plans.values()
     blocks = plan.parts[1:-1]
     assert len(blocks) == 16 and all(b.shift_div == (8 if shift else 0) for b in blocks)
     assert all(isinstance(step, FoldedConv) for b in blocks for step in b.branch)
@@ -529,7 +529,7 @@ def test_cuda_flags_without_gpu(capsys, monkeypatch):
 
 
 def test_device_defaults(monkeypatch):
-    from afnet.bench.cli import resolve_bench_config
+    from afnet.cli.bench import resolve_bench_config
     from afnet.cli import build_parser
 
     parser = build_parser()

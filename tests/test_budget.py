@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import afnet
-from afnet.budget import frames_for_ratio
+from afnet.layers import count_for_ratio as frames_for_ratio
 from afnet.layers import Navigation
 from model_utils import HostReads, build_model, fixture_state_dict, fixture_video, load_fixture, relative_error
 
@@ -61,14 +61,16 @@ def test_budget_reads_nothing_back_and_compiles_whole() -> None:
     model = budgeted(0.5)
     clip = video()
     expected = run(model, clip)[0]
+    frozen = afnet.freeze(model)
     with HostReads() as reads, torch.inference_mode():
         model(clip)
-    assert reads.count == 1  # the NaN check of the fp32 CPU input; no frame count
+        frozen(clip)
+    assert reads.count == 2  # the NaN check of the fp32 CPU input, once per call; no frame count
     torch._dynamo.reset()
     # No scalar capture: any .item()/.tolist() in the forward would break the graph, which
     # fullgraph=True turns into an error.
     assert not torch._dynamo.config.capture_scalar_outputs
-    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    compiled = torch.compile(frozen, fullgraph=True, backend="eager")
     with torch.inference_mode():
         out = compiled(clip)
     assert torch.equal(out, expected)
@@ -76,14 +78,13 @@ def test_budget_reads_nothing_back_and_compiles_whole() -> None:
 
 def test_threshold_rule_breaks_a_fullgraph_compile() -> None:
     """Control for the test above: the data-dependent rule reads K and cannot compile whole."""
-    model = build_model("af_resnet18", T)
-    model.execution = "sparse"
+    frozen = afnet.freeze(build_model("af_resnet18", T))
     torch._dynamo.reset()
     with pytest.raises(Exception, match="(?i)data.dependent|graph break|tolist|item"), torch.inference_mode():
-        torch.compile(model, fullgraph=True, backend="eager")(video())
+        torch.compile(frozen, fullgraph=True, backend="eager")(video())
 
 
-def test_calibration_sets_the_mean_keep_ratio_of_the_threshold_rule() -> None:
+def test_calibration_measures_the_mean_keep_ratio_and_leaves_the_model_alone() -> None:
     model = build_model("af_resnet18", T)
     for gate in model.navigation_modules:  # gates that decide a mix of frames
         with torch.no_grad():
@@ -92,10 +93,17 @@ def test_calibration_sets_the_mean_keep_ratio_of_the_threshold_rule() -> None:
     with torch.inference_mode():
         kept = [torch.stack([m.float() for m in model(c, return_masks=True)[1]]) for c in clips]
     expected = torch.cat(kept, dim=1).mean(dim=(1, 2)).tolist()
+    assert 0 < min(expected) and max(expected) < 1  # a real mix, so the ratios say something
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     ratios = afnet.calibrate_frame_budget(model, iter(clips))
     assert ratios == pytest.approx([max(r, 1 / (4 * T)) for r in expected])
-    assert model.frame_budget == ratios and not model.training
-    _, masks = run(model, clips[0])
+    # Untouched: mode, settings, weights and BN statistics (a training-mode pass would move them).
+    assert model.training and model.frame_budget is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    frozen = afnet.freeze(model.eval(), frame_budget=ratios)
+    with torch.inference_mode():
+        _, masks = frozen(clips[0], return_masks=True)
     assert [int(m[0].sum()) for m in masks] == [frames_for_ratio(r, T) for r in ratios]
 
 
@@ -138,6 +146,7 @@ def test_agreement_with_the_threshold_rule_on_the_golden_fixtures(name) -> None:
     model.eval()
     clip = fixture_video(fx)
     ratios = afnet.calibrate_frame_budget(model, [clip])
+    model.frame_budget = ratios
     with torch.inference_mode():
         _, budget_masks = model(clip, return_masks=True)
     golden = [m.bool() for m in fx["masks"]]

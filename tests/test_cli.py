@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from afnet.bench import cli as bench_cli
+from afnet.cli import bench as bench_cli
 from afnet.bench import runner
 from afnet.cli import build_parser, main
 

@@ -13,9 +13,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import afnet
 import afnet_kernels
 import afnet_kernels.reference as reference
-from afnet.engine import ExecutionContext, GateDecision, count_macs
+from afnet.engine import ExecutionContext, count_macs
+from afnet.models.decisions import GateDecision
 from afnet.engine.executor import run_focal_block, zero_response
-from afnet.engine.folding import FoldedConv, fold_conv_bn, fold_sequence, run_steps
+from afnet.engine.folding import FoldedConv, StepOptions, fold_conv_bn, fold_sequence, run_steps
 from afnet.engine.plan import BlockPlan
 from afnet.engine.selection import FrameSelection, select_stage
 from conftest import cpu_and_cuda, needs_cuda
@@ -163,14 +164,14 @@ def test_plan_rebuilt_after_every_kind_of_weight_change() -> None:
     video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     masks = random_masks(num_gates(model), 1, 3, seed=3)
     assert _sparse_equals_dense(model, video, masks) < 1e-5
-    plan = model._plans.get(model.base_model, torch.channels_last)
+    plan = model._plans.get(model.base_model, torch.channels_last)[0]
     before = run(model, video, "sparse", masks, "kernels")[0]
 
     with torch.no_grad():  # in-place no-grad updates of a focal BN, a stem conv and a running stat
         model.base_model.layer2.refine_module[1].bn3.bias.add_(0.5)
         model.base_model.conv1.weight.mul_(1.1)
         model.base_model.layer3.base_transform[1].running_mean.add_(0.2)
-    assert model._plans.get(model.base_model, torch.channels_last) is not plan
+    assert model._plans.get(model.base_model, torch.channels_last)[0] is not plan
     assert _sparse_equals_dense(model, video, masks) < 1e-5
     assert relative_error(run(model, video, "sparse", masks, "kernels")[0], before) > 1e-3
 
@@ -201,17 +202,16 @@ def test_plan_rebuilt_after_every_kind_of_weight_change() -> None:
     assert _sparse_equals_dense(model, video, masks) < 1e-5
 
 
-def test_plan_built_on_eval_and_zero_response_cached_per_size() -> None:
+def test_plan_built_at_the_first_eval_forward_and_zero_response_cached_per_size() -> None:
     model = afnet.create_model("af_resnet18", num_classes=3, num_segments=2)
     model.load_state_dict(random_state_like(model, 0))
-    assert len(model._plans) == 0
     model.eval()
-    assert len(model._plans) == 1
+    assert len(model._plans) == 0
     masks = [torch.zeros(1, 2, dtype=torch.bool)] * 3
     for size in (32, 48, 32):
         video = torch.randn(1, 2, 3, size, size, generator=torch.Generator().manual_seed(size))
         assert _sparse_equals_dense(model, video, masks) < 1e-5
-    plan = model._plans.get(model.base_model, torch.channels_last)
+    plan = model._plans.get(model.base_model, torch.channels_last)[0]
     assert len(plan.stages[0].focal[0].zero_responses) == 2
 
 
@@ -330,7 +330,7 @@ def test_fused_relu_is_replaced_in_exact_mode() -> None:
     x[0, :, 2, 2] = float("nan")
     folded = FoldedConv(conv, bn, relu=True, memory_format=torch.channels_last)
     expected = torch.relu(bn(conv(x)))
-    exact = folded(x, exact=True)
+    exact = folded(x, StepOptions(exact=True))
     assert torch.equal(torch.isnan(exact), torch.isnan(expected)) and torch.isnan(exact).any()
 
 
@@ -467,9 +467,9 @@ def test_threshold_rule_breaks_the_graph_only_at_its_per_stage_read() -> None:
     """The released rule reads each stage's frame counts (a graph break), and nothing else does."""
     model = build_model("af_resnet50", 3)
     video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(20))
-    run(model, video, "sparse", backend="kernels")
+    frozen = afnet.freeze(model)
     torch._dynamo.reset()
     with torch.inference_mode():
-        explanation = torch._dynamo.explain(model)(video)
+        explanation = torch._dynamo.explain(frozen)(video)
     sites = {(frame.filename.rsplit("/", 1)[-1], frame.name) for b in explanation.break_reasons for frame in b.user_stack[-1:]}
     assert explanation.graph_break_count >= 3 and sites == {("selection.py", "count_selected")}, sites

@@ -16,10 +16,10 @@ from afnet.data.datasets import RecordSource
 from afnet.data.decode import DecodeError
 from afnet.data.sampling import tsn_test_indices
 from afnet.layers import Navigation
-from afnet.training.cost import flop_table, gate_names
+from afnet.training.cost import flop_table
 from afnet.training.evaluate import _summarise
 from afnet.training.metrics import average_precision, mean_average_precision, topk_hits
-from afnet.training.predict import predict_many
+from afnet.tools.predict import predict_many
 from data_utils import frame_number, write_frame_folder, write_lines, write_numbered_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,4 +216,4 @@ def test_gate_names_follow_the_forward_order(arch, options):
         masks = model(torch.randn(1, 2, 3, 64, 64), return_masks=True)[1]
     for h in hooks:
         h.remove()
-    assert gate_names(model) == called and len(called) == len(masks)
+    assert model.gate_names() == called and len(called) == len(masks)

@@ -8,7 +8,7 @@ import torch
 
 import afnet
 from afnet.cli import main
-from afnet.export import export_model, run_exported
+from afnet.tools.export import export_model, run_exported
 from conftest import needs_cuda
 from model_utils import build_model, relative_error
 
@@ -52,7 +52,7 @@ def test_onnx_runs_in_onnxruntime(tmp_path) -> None:
 
 
 def test_export_refuses_the_threshold_rule(tmp_path) -> None:
-    with pytest.raises(ValueError, match="static frame counts: set model.frame_budget"):
+    with pytest.raises(ValueError, match="static frame and cell counts: set a frame budget"):
         export_model(build_model("af_resnet18", T), clip(), tmp_path / "m.pt2")
     with pytest.raises(ValueError, match="ONNX export needs backend='torch'"):
         export_model(budgeted(), clip(), tmp_path / "m.onnx", "onnx", backend="kernels")
@@ -64,7 +64,7 @@ def test_inductor_fullgraph_equals_eager() -> None:
     video = clip()
     expected = eager(model, video)
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = torch.compile(afnet.freeze(model), fullgraph=True)
     with torch.inference_mode():
         out = compiled(video)
     assert relative_error(out, expected) < 1e-5
@@ -120,9 +120,9 @@ def test_cuda_graph_replays_eager_without_syncs(arch) -> None:
         runner(clip(device="cuda", size=32))
     with torch.no_grad():
         next(model.parameters()).mul_(1.01)
-    with pytest.raises(RuntimeError, match="weights changed"):
+    with pytest.raises(RuntimeError, match="weights or settings changed"):
         runner(video)
-    with pytest.raises(ValueError, match="static frame counts"):
+    with pytest.raises(ValueError, match="static frame and cell counts"):
         afnet.cuda_graph(build_model(arch, T).cuda(), video)
 
 
@@ -133,7 +133,7 @@ def test_reduce_overhead_compile_equals_eager() -> None:
     torch.backends.cudnn.allow_tf32 = False
     expected = eager(model, video)
     torch._dynamo.reset()
-    compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+    compiled = torch.compile(afnet.freeze(model), mode="reduce-overhead", fullgraph=True)
     with torch.inference_mode():
         for _ in range(3):
             out = compiled(video)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import afnet
-from afnet.flops import count_flops
+from afnet.tools.flops import count_flops
 from afnet.models.mobilenetv3 import AFMobileNetV3, make_divisible
 from conftest import cpu_and_cuda, needs_cuda
 from model_utils import (

@@ -11,7 +11,9 @@ import torch
 
 import afnet
 from afnet.layers import Navigation
-from afnet.models.factory import ARCH_OPTIONS, computation_config
+from afnet.models import ARCHS, architecture, computation_config
+
+ARCH_OPTIONS = {a: architecture(a).options for a in ARCHS}
 
 pytestmark = pytest.mark.usefixtures("two_threads")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -92,7 +92,7 @@ def test_metadata(pkg_info) -> None:
             extras.setdefault(extra, []).append(name)
     assert extras["video"] == ["av"] and extras["plot"] == ["matplotlib"]
     assert extras["export"] == ["onnx", "onnxscript", "onnxruntime"] and extras["train"] == ["pyyaml", "tqdm"]
-    assert extras["dev"] == ["pytest", "afnet[export,plot,train,video]"]
+    assert extras["dev"] == ["pytest", "import-linter", "afnet[export,plot,train,video]"]
 
 
 # What the optional groups bring; a base install (`pip install afnet`) has none of them.

@@ -12,7 +12,7 @@ import afnet_kernels
 from afnet.engine import count_macs
 from afnet.layers.spatial import SpatialNavigation, block_grid, upsample_cells
 from afnet_kernels.reference import cell_of_position
-from afnet.losses import afnet_loss, record_masks, record_spatial_masks, spatial_ratio_penalty
+from afnet.training.losses import afnet_loss, record_masks, record_spatial_masks, spatial_ratio_penalty
 from model_utils import build_model, random_masks, random_state_like, relative_error
 from model_utils import run_model as run
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import afnet
 from afnet.layers import Navigation
-from afnet.losses import afnet_loss, ratio_penalty, record_masks, selected_ratio
-from afnet.schedules import set_temperature, target_ratio, temperature
+from afnet.training.losses import afnet_loss, ratio_penalty, record_masks, selected_ratio
+from afnet.training.schedules import set_temperature, target_ratio, temperature
 
 N, T, SIZE = 2, 4, 32
 

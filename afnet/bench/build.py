@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from afnet import baselines
-from afnet.budget import frames_for_ratio
+from afnet.bench import baselines
+from afnet.layers import count_for_ratio
 from afnet.bench.config import SPATIAL_POLICY, BenchConfig, Entry
 
 # ‖a − b‖ / ‖b‖ allowed between two full-precision computations of the same function (BN
@@ -151,7 +151,7 @@ def calibrate_navigation_(model: nn.Module, video: torch.Tensor, rt: float, gene
         level = torch.randperm(t, generator=generator).to(device=margins.device, dtype=margins.dtype)
         keep_bias = gate.conv_gs.bias[1::2]  # channel 2t + 1: the keep logit of frame t
         # Keep iff margin + step·level > low + step·(T − k) − (step − spread) / 2: the top k levels.
-        k = max(1, frames_for_ratio(rt, t))  # what the frame budget rt keeps
+        k = max(1, count_for_ratio(rt, t))  # what the frame budget rt keeps
         keep_bias += step * level - (low + step * (t - k) - (step - spread) / 2)
 
 
@@ -288,47 +288,48 @@ def _af_group(entries: List[Entry], cfg: BenchConfig, video: torch.Tensor, gener
     rt = torch.stack([m.float().mean() for m in masks]).mean().item() if masks else 1.0
     rs = torch.stack([c.float().mean() for c in cells]).mean().item() if cells else None
 
-    def make_call(e: Entry, x: torch.Tensor) -> Call:
-        if e.runner == "eager":
-            def run_eager() -> torch.Tensor:
-                model.execution, model.pad_counts = e.execution, None
-                return model(x)
+    # The engine's calls run frozen forms of the model (afnet.freeze): snapshots, made again
+    # after the model changes dtype.
+    frozen: Dict[Tuple[str, Optional[str]], nn.Module] = {}
 
-            return run_eager
-        model.execution = e.execution  # what a graph records
+    def frozen_model(execution: str, pad_counts: Optional[str] = None) -> nn.Module:
+        key = (execution, pad_counts)
+        if key not in frozen:
+            frozen[key] = afnet.freeze(model, execution=execution, pad_counts=pad_counts)
+        return frozen[key]
+
+    def make_call(e: Entry, x: torch.Tensor) -> Call:
+        if e.execution == "dense":
+            return lambda: model(x)
+        if e.runner == "eager":
+            run = frozen_model(e.execution)
+            return lambda: run(x)
         if e.runner == "graphed":
-            graph = afnet.cuda_graph(model, x)
+            graph = afnet.cuda_graph(frozen_model(e.execution), x)
             return lambda: graph(x)
-        compiled = _compile(model, e.runner)
         # The threshold rule's counts padded to powers of two: a bounded set of shapes to graph.
         pad_counts = "pow2" if e.runner == "reduce-overhead" else None
-
-        def run_compiled() -> torch.Tensor:
-            model.execution, model.pad_counts = e.execution, pad_counts
-            return compiled(x)
-
-        return run_compiled
+        compiled = _compile(frozen_model(e.execution, pad_counts), e.runner)
+        return lambda: compiled(x)
 
     def reference(x: torch.Tensor) -> torch.Tensor:
-        model.execution, model.pad_counts = "dense", None
         return model(x)
 
     def eager_output(e: Entry, x: torch.Tensor) -> torch.Tensor:
-        model.execution, model.pad_counts = e.execution, None
-        logits, masks = _with_masks(model, x)
-        if model.last_execution != e.execution:
-            raise BenchCheckError(
-                f"{e.key}: asked for execution {e.execution!r}, the model ran {model.last_execution!r}")
+        logits, masks = _with_masks(model if e.execution == "dense" else frozen_model(e.execution), x)
         if not _same_masks(masks, dense_masks):
             raise BenchCheckError(f"{e.key}: the {e.execution} execution chose other masks than the dense one")
         return logits
+
+    def to_dtype(dtype: torch.dtype) -> None:
+        model.to(dtype)
+        frozen.clear()
 
     facts = {}
     for e in entries:
         executed = counted.executed if e.execution == "sparse" else None
         facts[e.key] = {"gflops": counted.paper, "gflops_executed": executed, "rt_realized": rt, "rs_realized": rs}
-    return Group(entries, make_call, reference, reference_output, eager_output, to_dtype=lambda dtype: model.to(dtype),
-                 facts=facts)
+    return Group(entries, make_call, reference, reference_output, eager_output, to_dtype=to_dtype, facts=facts)
 
 
 def _output(call: Call, e: Entry) -> torch.Tensor:

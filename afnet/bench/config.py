@@ -107,7 +107,7 @@ class Entry:
         rule: AF decision rule, one of :data:`RULES` (see the module docstring).
         rs: spatial cell ratio (fixed ``SPATIAL_POLICY``), None for temporal-only models.
         runner: ``"eager"``, ``"compiled"`` (inductor, ``fullgraph=True``), ``"graphed"``
-            (``afnet.cuda_graph``) or ``"reduce-overhead"`` (``torch.compile`` with CUDA graphs
+            (``afnet.tools.cuda_graph``) or ``"reduce-overhead"`` (``torch.compile`` with CUDA graphs
             between the stages' frame-count reads).
         layout: ``"contiguous"`` or ``"channels_last"``.
     """

@@ -1,62 +1,32 @@
-"""How one forward pass runs: the frame ops, forced masks, the frame budget, exact epilogues.
-
-Created by the model wrapper for every call and passed down to both interpreters of a
-backbone description (dense and sparse), so that both take the same decisions.
-"""
+"""How one inference pass runs: the decisions (``afnet.models.decisions``), plus the engine's own
+settings: NaN-preserving epilogues, skipping or computing every frame, padded counts and the
+MAC counter of this call."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 import afnet_kernels.reference as reference_ops
-from afnet.layers.spatial import block_grid
+from afnet.engine.counters import MacCounter
+from afnet.models.decisions import Decisions
 
-__all__ = ["CellDecision", "ExecutionContext", "GateDecision"]
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """One navigation decision.
-
-    Attributes:
-        mask: ``[N, T]`` float 0/1 (differentiable in training).
-        per_video: frames kept in every video when that is known without reading the mask
-            (fixed policies, frame budget), else None: the engine then reads the count.
-        shared: the decision of an earlier gate, reused (first-layer navigation).
-    """
-
-    mask: torch.Tensor
-    per_video: Optional[int]
-    shared: bool = False
+__all__ = ["ExecutionContext"]
 
 
-@dataclass(frozen=True)
-class CellDecision:
-    """One spatial decision: ``mask`` ``[N*T, Gh, Gw]`` float 0/1, and ``per_frame`` cells kept in
-    every frame when known without reading the mask (fixed spatial policies), else None."""
+class ExecutionContext(Decisions):
+    """The settings of one engine pass.
 
-    mask: torch.Tensor
-    per_frame: Optional[int]
-
-
-class ExecutionContext:
-    """The settings of one forward pass.
-
-    Args:
-        ops: frame ops (``afnet.backend.get_ops``); the reference by default.
-        forced_masks: masks ``[N, T]`` overriding the gates, consumed in forward order.
-        forced_cells: spatial masks ``[N, T, Gh, Gw]`` overriding the spatial gates, in order.
-        frame_budget: frames kept per video by each navigation module in forward order
-            (``k_b``), or None for the released threshold rule.
+    Args (besides those of :class:`~afnet.models.decisions.Decisions`):
         exact: NaN-preserving epilogues in the inference plan (see ``afnet.engine.folding``).
         skip_frames: the engine computes only the selected frames (``execution="sparse"``);
             False computes every frame with the folded plan (``execution="folded"``).
         pad_counts: round frame counts that are read up to a bucket (``"pow2"``), see
             ``afnet.engine.selection``.
+        counter: the :class:`~afnet.engine.counters.MacCounter` this call's folded convs add to,
+            or None. Per call, so two threads never count each other's work.
     """
 
     def __init__(
@@ -65,83 +35,15 @@ class ExecutionContext:
         forced_masks: Optional[Sequence[torch.Tensor]] = None,
         frame_budget: Optional[Sequence[int]] = None,
         forced_cells: Optional[Sequence[torch.Tensor]] = None,
+        cell_budget: Optional[float] = None,
+        *,
         exact: bool = False,
         skip_frames: bool = True,
         pad_counts: Optional[str] = None,
+        counter: Optional[MacCounter] = None,
     ) -> None:
-        self.ops = ops
+        super().__init__(ops, forced_masks, frame_budget, forced_cells, cell_budget)
         self.exact = exact
         self.skip_frames = skip_frames
         self.pad_counts = pad_counts
-        self._forced = list(forced_masks) if forced_masks is not None else None
-        self._budget = list(frame_budget) if frame_budget is not None else None
-        self._forced_cells = list(forced_cells) if forced_cells is not None else None
-        self._gates_seen = 0
-        self._last: Optional[GateDecision] = None
-        #: the spatial masks ``[N*T, Gh, Gw]`` of this pass, in forward order.
-        self.cell_masks: List[torch.Tensor] = []
-
-    def decide(self, gate: torch.nn.Module, x: torch.Tensor) -> GateDecision:
-        """The decision of ``gate`` (a navigation module or fixed policy with ``num_segments``)
-        on frames ``x`` ``[N*T, C, H, W]``: the next forced mask if any (checked to be ``[N, T]``
-        and cast to ``x``'s device and dtype), else the gate's budgeted or own decision."""
-        if getattr(gate, "shares_decision", False):
-            if self._last is None:
-                raise RuntimeError("a shared gate needs an earlier navigation decision")
-            return GateDecision(self._last.mask, self._last.per_video, shared=True)
-        self._last = self._decide(gate, x)
-        return self._last
-
-    def _decide(self, gate: torch.nn.Module, x: torch.Tensor) -> GateDecision:
-        i = self._gates_seen
-        self._gates_seen += 1
-        expected = (x.shape[0] // gate.num_segments, gate.num_segments)
-        if self._forced is not None:
-            if i >= len(self._forced):
-                raise ValueError(f"masks: got {len(self._forced)} masks but the model has more navigation modules")
-            forced = self._forced[i]
-            if tuple(forced.shape) != expected:
-                raise ValueError(f"masks: expected shape {expected}, got {tuple(forced.shape)}")
-            return GateDecision(forced.to(device=x.device, dtype=x.dtype), None)
-        if self._budget is not None:
-            if i >= len(self._budget):
-                raise ValueError(f"frame_budget: got {len(self._budget)} ratios but the model has more navigation modules")
-            k = self._budget[i]
-            return GateDecision(gate.keep_top(x, k), k)
-        return GateDecision(gate(x), getattr(gate, "frames_per_video", None))
-
-    def decide_cells(self, gate: torch.nn.Module, x: torch.Tensor, out_size: Sequence[int]) -> CellDecision:
-        """The cells of a focal block with output ``out_size`` that ``gate`` (spatial navigation or
-        policy) computes, from ``x`` ``[N*T, C, h, w]``; or the next forced spatial mask
-        (``[N, T, Gh, Gw]``, checked)."""
-        i = len(self.cell_masks)
-        if self._forced_cells is not None:
-            if i >= len(self._forced_cells):
-                raise ValueError(
-                    f"spatial_masks: got {len(self._forced_cells)} masks but the model has more spatial gates"
-                )
-            forced = self._forced_cells[i]
-            grid = block_grid(gate.grid, out_size)
-            if forced.dim() != 4 or forced.shape[0] * forced.shape[1] != x.shape[0] or tuple(forced.shape[2:]) != grid:
-                raise ValueError(
-                    f"spatial_masks[{i}]: expected shape [N, T, {grid[0]}, {grid[1]}] with N*T={x.shape[0]}, "
-                    f"got {tuple(forced.shape)}"
-                )
-            cells = forced.reshape(x.shape[0], *grid).to(device=x.device, dtype=x.dtype)
-            decision = CellDecision(cells, None)
-        else:
-            cells_per_frame = getattr(gate, "cells_per_frame", None)
-            per_frame = cells_per_frame(block_grid(gate.grid, out_size)) if cells_per_frame is not None else None
-            decision = CellDecision(gate(x, out_size), per_frame)
-        self.cell_masks.append(decision.mask)
-        return decision
-
-    def check_all_gates_used(self) -> None:
-        """Raise if forced masks or budget ratios were left over (the model has fewer gates)."""
-        for name, given, seen in (
-            ("masks", self._forced, self._gates_seen),
-            ("frame_budget", self._budget, self._gates_seen),
-            ("spatial_masks", self._forced_cells, len(self.cell_masks)),
-        ):
-            if given is not None and seen != len(given):
-                raise ValueError(f"{name}: got {len(given)} entries but the model has {seen} such gates")
+        self.counter = counter

@@ -21,37 +21,37 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from afnet.backend import shift_frames
-from afnet.engine import counters
-from afnet.engine.context import CellDecision, ExecutionContext
-from afnet.engine.folding import FoldedConv, is_channels_last, onednn_applies, run_steps
+from afnet.engine.context import ExecutionContext
+from afnet.engine.folding import FoldedConv, StepOptions, is_channels_last, onednn_applies, run_steps
 from afnet.engine.plan import BlockPlan, InferencePlan, LayersPlan, StagePlan
 from afnet.engine.selection import CellSelection, Selection, select_stage
 from afnet.layers.spatial import upsample_cells
+from afnet.models.decisions import CellDecision
 from afnet.models.description import FrameGate, GlobalPool
+from afnet.ops import shift_frames
 from afnet_kernels.reference import tile_valid_mask
 
 __all__ = ["run_plan", "run_block", "run_focal_block", "run_masked_focal_block", "run_stage", "zero_response"]
 
 
-def _shortcut(block: BlockPlan, x: torch.Tensor, exact: bool) -> Optional[torch.Tensor]:
+def _shortcut(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> Optional[torch.Tensor]:
     if not block.has_residual:
         return None
-    return x if block.shortcut is None else run_steps(block.shortcut, x, exact)
+    return x if block.shortcut is None else run_steps(block.shortcut, x, ctx)
 
 
 def run_block(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
     """A residual block on every frame of ``x`` ``[N*T, C, H, W]``."""
-    shortcut = _shortcut(block, x, ctx.exact)
+    shortcut = _shortcut(block, x, ctx)
     if block.shift_div:
         x = shift_frames(x, block.num_segments, block.shift_div, ctx.ops)
     *head, last = block.branch
-    y = run_steps(head, x, ctx.exact)
+    y = run_steps(head, x, ctx)
     if shortcut is None:
-        return last(y, ctx.exact)
+        return last(y, ctx)
     # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass.
     assert isinstance(last, FoldedConv), "a residual branch ends in a conv with its BN"
-    return last.add(y, shortcut, block.relu, ctx.exact)
+    return last.add(y, shortcut, block.relu, ctx)
 
 
 def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -63,10 +63,11 @@ def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tenso
         zeros = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
         if is_channels_last(x):
             zeros = zeros.contiguous(memory_format=torch.channels_last)
-        with counters.paused(), torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             # Kept in the branch's layout: for channels_last the [C, H, W] view is HWC in
             # memory, which is how the scatter kernels read a fill row, so they need no copy.
-            f0 = block.zero_responses[key] = run_steps(block.branch, zeros, exact)[0]
+            # Not counted: a cached constant of the weights, not per-video work.
+            f0 = block.zero_responses[key] = run_steps(block.branch, zeros, StepOptions(exact))[0]
     return f0
 
 
@@ -76,7 +77,7 @@ def run_focal_block(block: BlockPlan, x: torch.Tensor, selection: Selection, ctx
     Selected rows (cells) get ``shortcut + F(shift(x))``; the others ``shortcut + F(0)`` (or the
     shortcut alone without ``fill_zero_response``); then the block's ReLU.
     """
-    shortcut = _shortcut(block, x, ctx.exact)
+    shortcut = _shortcut(block, x, ctx)
     fill = zero_response(block, x, ctx.exact) if block.fill_zero_response else None
     if selection.is_empty:  # K = 0: F is skipped entirely
         if fill is None:
@@ -87,7 +88,7 @@ def run_focal_block(block: BlockPlan, x: torch.Tensor, selection: Selection, ctx
         return _run_focal_tiles(block, x, selection, shortcut, fill, ctx)
     # The indices come from select_frames: valid by construction, so no check (a host read on CUDA).
     rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div, validate=False)
-    computed = run_steps(block.branch, rows, ctx.exact)
+    computed = run_steps(block.branch, rows, ctx)
     return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu, validate=False)
 
 
@@ -108,7 +109,7 @@ def _run_focal_tiles(
         x, selection.index, selection.grid, size, 1, tiles.halo, block.num_segments, block.shift_div, validate=False
     )
     for step, halo in zip(tiles.steps, tiles.halos):
-        y = step(y, ctx.exact)
+        y = step(y, ctx)
         if halo and isinstance(step, FoldedConv):
             y = y.mul_(tile_valid_mask(selection.index, selection.grid, size, size, 1, halo).to(y.dtype))
     return ctx.ops.scatter_tiles(shortcut, y, selection.index, selection.grid, fill, block.relu, validate=False)
@@ -123,7 +124,7 @@ def run_masked_focal_block(
     decision, whose cells not computed get ``F(0)`` (or nothing)."""
     frame_mask = mask.reshape(-1, 1, 1, 1)
     rows = shift_frames(x, block.num_segments, block.shift_div, ctx.ops) if block.shift_div else x
-    computed = run_steps(block.branch, rows * frame_mask, ctx.exact)
+    computed = run_steps(block.branch, rows * frame_mask, ctx)
     if not block.fill_zero_response:
         computed = computed * frame_mask
     if cells is not None:
@@ -131,7 +132,7 @@ def run_masked_focal_block(
         computed = computed * kept
         if block.fill_zero_response:
             computed = computed + (1 - kept) * zero_response(block, x, ctx.exact)
-    out = computed.add_(_shortcut(block, x, ctx.exact))
+    out = computed.add_(_shortcut(block, x, ctx))
     return out.relu_() if block.relu else out
 
 
@@ -153,7 +154,7 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
         for focal_block, decision, cell in zip(stage.focal, decisions, cells or (None,) * len(decisions)):
             refine = run_masked_focal_block(focal_block, refine, decision.mask, ctx, cell)
     if stage.transform is not None:
-        base = run_steps(stage.transform, base, ctx.exact)
+        base = run_steps(stage.transform, base, ctx)
     out = stage.fusion(base, refine, relu=stage.fusion_relu, ops=ctx.ops)
     for block in stage.fuse:
         out = run_block(block, out, ctx)
@@ -171,7 +172,7 @@ def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tup
     masks: List[torch.Tensor] = []
     for part in plan.parts:
         if isinstance(part, LayersPlan):
-            x = run_steps(part.steps, x, ctx.exact)
+            x = run_steps(part.steps, x, ctx)
         elif isinstance(part, BlockPlan):
             x = run_block(part, x, ctx)
         elif isinstance(part, StagePlan):

@@ -5,16 +5,17 @@ In eval, ``bn(conv(x))`` equals one convolution with weight ``w·s`` and bias
 pass over every activation, and the activation after it (ReLU, h-swish) or a
 residual add and ReLU are fused into the convolution where oneDNN allows.
 
-Every step of a plan is called as ``step(x, exact)``. ``exact`` asks for
-NaN-preserving epilogues: oneDNN's fused ReLU maps NaN to 0, while the dense
-(reference) computation keeps NaN, so on non-finite input the plan runs the
-unfused epilogues instead.
+Every step of a plan is called as ``step(x, options)``, where ``options`` (a
+:class:`StepOptions`, or the call's ``ExecutionContext``) says two things:
+``exact`` asks for NaN-preserving epilogues (oneDNN's fused ReLU maps NaN to 0,
+while the dense reference computation keeps NaN, so on non-finite input the plan
+runs the unfused epilogues instead), and ``counter`` is the call's MAC counter.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,13 +24,15 @@ import torch.nn.functional as F
 # The model follows the kernels' layout rule, so its folded weights match what the ops return.
 from afnet_kernels.reference import memory_format as memory_format_of
 
-from afnet.engine.counters import record_conv
+from afnet.engine.counters import MacCounter
 
 __all__ = [
     "fold_conv_bn",
     "FoldedConv",
     "ModuleStep",
+    "PLAIN",
     "Step",
+    "StepOptions",
     "fold_sequence",
     "run_steps",
     "is_channels_last",
@@ -63,6 +66,16 @@ def fold_conv_bn(
     return weight * scale.reshape(-1, 1, 1, 1), shift
 
 
+class StepOptions(NamedTuple):
+    """How the steps of one call run: NaN-preserving epilogues, and the MAC counter (or None)."""
+
+    exact: bool = False
+    counter: Optional[MacCounter] = None
+
+
+#: fused epilogues, nothing counted.
+PLAIN = StepOptions()
+
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 # Activations a folded conv can apply to its fresh output (fused into the oneDNN conv on CPU).
 _ACTIVATIONS: Dict[type, Tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
@@ -95,9 +108,9 @@ class FoldedConv:
     Calling it on ``[B, C_in, H, W]`` gives ``[B, C_out, H', W']``. For fp32 channels_last CPU
     inputs without autograd it runs oneDNN directly: the weight is reordered (prepacked) once
     and the activation, or a residual add and ReLU (:meth:`add`), are fused into the conv.
-    Otherwise, or when ``exact`` asks for NaN-preserving epilogues, ``F.conv2d`` runs, followed
-    by the in-place activation. Every call is reported to the MAC counter
-    (``afnet.engine.counters``).
+    Otherwise, or when ``options.exact`` asks for NaN-preserving epilogues, ``F.conv2d`` runs,
+    followed by the in-place activation. Every call is reported to the call's MAC counter
+    (``options.counter``, ``afnet.engine.counters``).
     """
 
     __slots__ = ("weight", "bias", "stride", "padding", "dilation", "groups", "activation", "_packed")
@@ -149,8 +162,8 @@ class FoldedConv:
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def __call__(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        if self._onednn(x) and not (exact and self.activation is not None):
+    def __call__(self, x: torch.Tensor, options: StepOptions = PLAIN) -> torch.Tensor:
+        if self._onednn(x) and not (options.exact and self.activation is not None):
             attr = _ACTIVATIONS[self.activation][0] if self.activation is not None else "none"
             y = torch.ops.mkldnn._convolution_pointwise(
                 x, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
@@ -160,17 +173,18 @@ class FoldedConv:
             y = self._conv(x)
             if self.activation is not None:
                 y = _ACTIVATIONS[self.activation][1](y)
-        record_conv(self.weight, self.groups, y)
+        if options.counter is not None:
+            options.counter.record(self.weight, self.groups, y)
         return y
 
-    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool, exact: bool = False) -> torch.Tensor:
+    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool, options: StepOptions = PLAIN) -> torch.Tensor:
         """``conv(x) + other``, then ReLU if ``relu``; one fused pass on oneDNN.
 
         ``other`` has the output's shape and is not modified. Only for convs without activation.
         """
         if self.activation is not None:
             raise ValueError("FoldedConv.add needs a conv without activation")
-        fused_relu_ok = not (exact and relu)
+        fused_relu_ok = not (options.exact and relu)
         if self._onednn(x) and is_channels_last(other) and other.dtype == x.dtype and fused_relu_ok:
             y = torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
@@ -180,7 +194,8 @@ class FoldedConv:
             y = self._conv(x).add_(other)
             if relu:
                 y = y.relu_()
-        record_conv(self.weight, self.groups, y)
+        if options.counter is not None:
+            options.counter.record(self.weight, self.groups, y)
         return y
 
 
@@ -192,11 +207,11 @@ class ModuleStep:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
-    def __call__(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, options: StepOptions = PLAIN) -> torch.Tensor:
         return self.module(x)
 
 
-Step = Callable[[torch.Tensor, bool], torch.Tensor]
+Step = Callable[[torch.Tensor, StepOptions], torch.Tensor]
 
 
 def fold_sequence(
@@ -207,7 +222,7 @@ def fold_sequence(
     Each ``Conv2d`` absorbs a directly following ``BatchNorm2d`` and then a following ``ReLU``
     or ``Hardswish`` (fused on oneDNN, else applied in place on the fresh conv output). Other
     modules (pooling, other activations) are kept as they are. Returns callables
-    ``(x, exact) -> y``.
+    ``(x, options) -> y``.
     """
     steps: List[Step] = []
     i = 0
@@ -225,10 +240,10 @@ def fold_sequence(
     return steps
 
 
-def run_steps(steps: Sequence[Step], x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+def run_steps(steps: Sequence[Step], x: torch.Tensor, options: StepOptions = PLAIN) -> torch.Tensor:
     """Apply ``steps`` (from :func:`fold_sequence`) in order."""
     for step in steps:
-        x = step(x, exact)
+        x = step(x, options)
     return x
 
 

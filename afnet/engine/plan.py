@@ -6,10 +6,9 @@ fused activations and residual epilogues. The plan mirrors the description part 
 so the executor (``afnet.engine.executor``) is the only code that knows how a residual
 block or an AF stage runs in inference.
 
-A plan only holds values derived from the weights; :class:`PlanCache` rebuilds it when a
-parameter or buffer changes, from facts: every tensor's version counter, storage, dtype
-and device. Writes through ``param.data`` bypass version counters — call
-:meth:`PlanCache.clear` (``model.refresh_plan()``) after one.
+A plan only holds values derived from the weights and settings of the modules it was built
+from: the live model (``afnet.engine.live``) rebuilds it when a fact of those modules changes
+(``afnet.engine.signature``), a frozen model (``afnet.freeze``) owns a private copy.
 """
 
 from __future__ import annotations
@@ -20,12 +19,11 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from afnet.engine.folding import FoldedConv, Step, fold_sequence
-from afnet.engine.state import state_signature
+from afnet.engine.folding import FoldedConv, ModuleStep, Step, fold_sequence
 from afnet.models.description import AFStageParts, Block, FrameGate, GlobalPool, Layers, Part
 from afnet.models.residual import ResidualBlock
 
-__all__ = ["BlockPlan", "InferencePlan", "LayersPlan", "PlanCache", "StagePlan", "TileBranch", "build_plan"]
+__all__ = ["BlockPlan", "InferencePlan", "LayersPlan", "StagePlan", "TileBranch", "build_plan"]
 
 
 @dataclass
@@ -87,14 +85,50 @@ PlanPart = Union[LayersPlan, BlockPlan, StagePlan, FrameGate, GlobalPool]
 
 @dataclass
 class InferencePlan:
-    """The folded form of one backbone for one memory format."""
+    """The folded form of one backbone for one memory format.
+
+    Attributes:
+        parts: the plan, part by part as the description lists them.
+        memory_format: the layout the folded weights are in.
+        temporal_gates: the gates that take a decision of their own, in forward order (shared
+            placeholders of first-layer navigation excluded): what a frame budget counts.
+        spatial_gates: the spatial gates in forward order.
+    """
 
     parts: List[PlanPart]
     memory_format: torch.memory_format
+    temporal_gates: Tuple[nn.Module, ...] = ()
+    spatial_gates: Tuple[nn.Module, ...] = ()
 
     @property
     def stages(self) -> List[StagePlan]:
         return [p for p in self.parts if isinstance(p, StagePlan)]
+
+    def unfolded_modules(self) -> List[nn.Module]:
+        """The modules the executor calls as they are (gates, fusion, pools, squeeze-excitation):
+        the work the folded convs' MAC counter does not see."""
+        found: List[nn.Module] = []
+
+        def steps(seq: Optional[Sequence[Step]]) -> None:
+            found.extend(step.module for step in seq or () if isinstance(step, ModuleStep))
+
+        def block(b: BlockPlan) -> None:
+            steps(b.branch)
+            steps(b.shortcut)
+
+        for part in self.parts:
+            if isinstance(part, LayersPlan):
+                steps(part.steps)
+            elif isinstance(part, BlockPlan):
+                block(part)
+            elif isinstance(part, StagePlan):
+                found.extend((*part.gates, *(part.spatial_gates or ()), part.fusion))
+                steps(part.transform)
+                for b in (*part.ample, *part.focal, *part.fuse):
+                    block(b)
+            elif isinstance(part, FrameGate):
+                found.append(part.gate)
+        return found
 
 
 def _tile_branch(branch: List[Step]) -> TileBranch:
@@ -134,7 +168,14 @@ def _fold_block(block: ResidualBlock, fmt: torch.memory_format, tiles: bool = Fa
 def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> InferencePlan:
     """Fold a backbone description (eval semantics: BN running statistics) for ``memory_format``."""
     plan: List[PlanPart] = []
+    temporal: List[nn.Module] = []
+    spatial: List[nn.Module] = []
     for part in parts:
+        if isinstance(part, AFStageParts):
+            temporal += [g for g in part.gates if not getattr(g, "shares_decision", False)]
+            spatial += list(part.spatial_gates or ())
+        elif isinstance(part, FrameGate):
+            temporal.append(part.gate)
         if isinstance(part, Layers):
             plan.append(LayersPlan(fold_sequence(part.modules, memory_format)))
         elif isinstance(part, Block):
@@ -156,33 +197,4 @@ def build_plan(parts: Sequence[Part], memory_format: torch.memory_format) -> Inf
             plan.append(part)
         else:
             raise TypeError(f"unknown part {type(part).__name__} in a backbone description")
-    return InferencePlan(plan, memory_format)
-
-
-class PlanCache:
-    """The plans of one backbone, per memory format, valid for its current weights."""
-
-    def __init__(self) -> None:
-        self._plans: Dict[torch.memory_format, InferencePlan] = {}
-        self._signature: Optional[Tuple[Hashable, ...]] = None
-
-    def get(self, backbone: nn.Module, memory_format: torch.memory_format) -> InferencePlan:
-        """The plan of ``backbone`` for ``memory_format``, rebuilt if any weight changed."""
-        if not torch.compiler.is_compiling():
-            # Under torch.compile the plan is a constant of the graph: it was built before.
-            signature = state_signature(backbone)
-            if signature != self._signature:
-                self._plans = {}
-                self._signature = signature
-        plan = self._plans.get(memory_format)
-        if plan is None:
-            plan = self._plans[memory_format] = build_plan(backbone.describe(), memory_format)
-        return plan
-
-    def clear(self) -> None:
-        """Drop every plan (after ``.data`` writes, or to free the folded weights)."""
-        self._plans = {}
-        self._signature = None
-
-    def __len__(self) -> int:
-        return len(self._plans)
+    return InferencePlan(plan, memory_format, tuple(temporal), tuple(spatial))

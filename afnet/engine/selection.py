@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from afnet.engine.context import CellDecision, GateDecision
+from afnet.models.decisions import CellDecision, GateDecision
 
 __all__ = ["COUNT_BUCKETS", "CellSelection", "FrameSelection", "count_selected", "pow2_bucket", "select_stage"]
 

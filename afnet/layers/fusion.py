@@ -8,6 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+#: ``"dynamic"`` (released: channel attention) or ``"additive"`` (paper Table 8).
+FUSIONS = ("dynamic", "additive")
+
+
+def check_fusion(kind: object) -> None:
+    """Raise ``ValueError`` unless ``kind`` is one of :data:`FUSIONS`."""
+    if kind not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {kind!r}")
+
 
 class DynamicFusion(nn.Module):
     """Dynamic fusion ``θ·up(ample) + (1−θ)·focal`` with a channel attention θ.

@@ -17,15 +17,20 @@ def gumbel_noise(
     device: Optional[torch.device] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Gumbel(0, 1) samples ``g = -log(eps - log(u + eps))``, ``u ~ U(0, 1)``, eps = 1e-10.
+    """Gumbel(0, 1) samples ``g = -log(eps - log(u + eps))``, ``u ~ U(0, 1)``, eps = 1e-10, drawn on
+    ``device`` (default CPU).
 
-    The noise is drawn on the generator's device (CPU for a default generator) and then
-    moved to ``device``, so a seeded CPU generator gives the same noise on every device.
+    ``generator`` (default: the device's global generator) must live on ``device``: the noise is
+    drawn where it is used, never copied from the host (a blocking transfer, illegal while a
+    CUDA graph captures).
     """
-    draw_device = generator.device if generator is not None else device
-    u = torch.rand(tuple(shape), generator=generator, device=draw_device, dtype=dtype)
-    g = -torch.log(EPS - torch.log(u + EPS))
-    return g.to(device) if device is not None else g
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the noise is drawn on {device}: use a generator of that device"
+        )
+    u = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return -torch.log(EPS - torch.log(u + EPS))
 
 
 def hard_gumbel_softmax(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
 from afnet.layers.policies import FixedPolicy
+from afnet.layers.ranking import keep_largest
 
 
 class Navigation(nn.Module):
@@ -29,10 +30,12 @@ class Navigation(nn.Module):
             using them can only run the dense execution.
 
     Attributes set by the caller:
-        tau: training temperature (see ``afnet.schedules``); changes gradients only.
+        tau: training temperature (see ``afnet.training.schedules``); changes gradients only.
         eval_noise: add seeded Gumbel noise in eval as the released code does (default off:
-            deterministic argmax). Use ``set_eval_noise``.
-        generator: the noise generator; when set it is also used in training.
+            deterministic argmax). Use ``set_eval_noise``: the noise is then drawn on the frames'
+            device from a generator seeded once per device.
+        generator: a noise generator on the frames' device; when set it is used in training
+            and eval instead.
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class Navigation(nn.Module):
         self.tau: float = 1.0
         self.eval_noise: bool = False
         self.generator: Optional[torch.Generator] = None
+        self._noise_seed: Optional[int] = None
+        self._seeded: Dict[torch.device, torch.Generator] = {}
         self.reset_gate_bias()
 
     def reset_gate_bias(self, skip: float = 1.0, keep: float = 10.0) -> None:
@@ -60,9 +65,11 @@ class Navigation(nn.Module):
             self.conv_gs.bias[1::2] = keep
 
     def set_eval_noise(self, enabled: bool, seed: int = 0) -> None:
-        """Turn seeded noisy eval on (fresh generator from ``seed``) or off."""
+        """Turn seeded noisy eval on (generators seeded with ``seed``, one per device, made at first
+        use) or off."""
         self.eval_noise = enabled
-        self.generator = torch.Generator().manual_seed(seed) if enabled else None
+        self._noise_seed = seed if enabled else None
+        self._seeded = {}
 
     @property
     def is_binary(self) -> bool:
@@ -82,22 +89,21 @@ class Navigation(nn.Module):
         return g.reshape(nt // self.num_segments, self.num_segments, 2)
 
     def _noise(self, logits: torch.Tensor) -> torch.Tensor:
-        return gumbel_noise(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
+        generator = self.generator
+        if generator is None and self._noise_seed is not None:
+            generator = self._seeded.get(logits.device)
+            if generator is None:
+                generator = torch.Generator(device=logits.device).manual_seed(self._noise_seed)
+                self._seeded[logits.device] = generator
+        return gumbel_noise(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
 
     def keep_top(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Frame-budget mask ``[N, T]`` (float 0/1, ``x``'s dtype): the ``k`` frames of each video
-        with the largest keep margin ``l1 − l0``, ties to the earlier frame (``afnet.budget``).
-        Not differentiable: an inference-time rule."""
+        """Frame-budget mask ``[N, T]`` (float 0/1, ``x``'s dtype): exactly ``k`` frames of each
+        video, those with the largest keep margin ``l1 − l0``, ties to the earlier frame and NaN
+        margins last (:func:`afnet.layers.ranking.keep_largest`). Not differentiable: an
+        inference-time rule."""
         logits = self.logits(x)
-        margin = logits[..., 1] - logits[..., 0]
-        # rank_i = #frames ahead of frame i: larger margins, and equal margins of earlier frames.
-        # T x T comparisons per video: exact tie handling, and plain ops that export to ONNX.
-        ahead = margin.unsqueeze(1) > margin.unsqueeze(2)
-        earlier_tie = (margin.unsqueeze(1) == margin.unsqueeze(2)) & torch.ones(
-            self.num_segments, self.num_segments, dtype=torch.bool, device=x.device
-        ).tril(-1)
-        rank = (ahead | earlier_tie).sum(dim=2)
-        return (rank < k).to(margin.dtype)
+        return keep_largest(logits[..., 1] - logits[..., 0], k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mask ``[N, T]`` (float, same dtype as ``x``): 1 keeps the frame.

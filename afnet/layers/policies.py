@@ -1,32 +1,36 @@
 """Fixed frame-selection policies (paper Table 5 ablations and benchmarks).
 
-Masks are made on the device of the frames they gate, so a forward pass never copies a
-host-built mask to the GPU (a blocking transfer); the deterministic ``uniform`` mask is
-cached per batch size, device and dtype.
+Masks are made on the device of the frames they gate, from device ops only, so a forward pass
+never copies a host-built tensor to the GPU (a blocking transfer, and illegal while a CUDA graph
+captures); the deterministic ``uniform`` mask is cached per policy setting, batch size, device
+and dtype.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Hashable, Optional
 
 import torch
 import torch.nn as nn
+
+from afnet.layers.ratios import count_for_ratio, is_ratio
 
 POLICIES = ("random", "uniform", "normal")
 
 
 def num_kept(rt: float, num_segments: int) -> int:
-    """Frames kept per video at ratio ``rt``: ``round(rt * T)``, at least 1."""
-    if not (isinstance(rt, (int, float)) and not isinstance(rt, bool) and 0 < rt <= 1):
+    """Frames kept per video at ratio ``rt``: ``floor(rt·T + 1/2)`` (:func:`count_for_ratio`), at least 1."""
+    if not is_ratio(rt):
         raise ValueError(f"rt must be a number in (0, 1], got {rt!r}")
-    return max(1, round(rt * num_segments))
+    return max(1, count_for_ratio(rt, num_segments))
 
 
-def uniform_indices(k: int, num_segments: int) -> torch.Tensor:
-    """``k`` frames in equal steps, centred in each step (TSN-style): ``floor(T/k·(i + 1/2))``."""
-    step = num_segments / k
-    return torch.tensor([int(step * (i + 0.5)) for i in range(k)], dtype=torch.int64)
+def uniform_indices(k: int, num_segments: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``k`` frames in equal steps, centred in each step (TSN-style): ``floor(T·(2i + 1) / 2k)``,
+    in integer arithmetic on ``device`` (no host-built tensor)."""
+    i = torch.arange(k, dtype=torch.int64, device=device)
+    return torch.div((2 * i + 1) * num_segments, 2 * k, rounding_mode="floor")
 
 
 def normal_log_weights(num_segments: int, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -45,7 +49,7 @@ def fixed_policy_mask(
     generator: Optional[torch.Generator] = None,
     device: Optional[torch.device] = None,
 ) -> torch.Tensor:
-    """Bool mask ``[N, T]`` with exactly ``max(1, round(rt*T))`` frames kept per video, on ``device``.
+    """Bool mask ``[N, T]`` with exactly :func:`num_kept` frames kept per video, on ``device``.
 
     - ``random``: a uniformly random subset per video.
     - ``uniform``: deterministic equal steps (same for every video).
@@ -65,7 +69,7 @@ def fixed_policy_mask(
             f"generator is on {generator.device} but the mask is made on {device}: use a generator of that device"
         )
     if kind == "uniform":
-        rows = uniform_indices(k, num_segments).to(device).expand(num_videos, k)
+        rows = uniform_indices(k, num_segments, device).expand(num_videos, k)
     else:
         keys = torch.rand(num_videos, num_segments, generator=generator, device=device, dtype=torch.float64)
         if kind == "normal":
@@ -82,26 +86,32 @@ class FixedPolicy(nn.Module):
     ``forward(x [N*T, C, H, W]) -> [N, T]`` float 0/1 in ``x``'s dtype, on ``x``'s device. Random
     policies draw from ``self.generator`` when set (a generator on the frames' device; seed it
     for reproducible runs), else from the device's global generator. ``frames_per_video`` tells
-    the engine the count without reading the mask.
+    the engine the count without reading the mask; it follows ``rt`` and ``num_segments`` when
+    they are changed.
     """
 
     is_binary = True
 
     def __init__(self, kind: str, rt: float, num_segments: int) -> None:
         super().__init__()
-        self.frames_per_video = num_kept(rt, num_segments)
+        num_kept(rt, num_segments)  # checks rt
         if kind not in POLICIES:
             raise ValueError(f"kind must be one of {POLICIES}, got {kind!r}")
         self.kind = kind
         self.rt = rt
         self.num_segments = num_segments
         self.generator: Optional[torch.Generator] = None
-        self._uniform: Dict[Tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._uniform: Dict[Hashable, torch.Tensor] = {}
+
+    @property
+    def frames_per_video(self) -> int:
+        return num_kept(self.rt, self.num_segments)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0] // self.num_segments
         if self.kind == "uniform":
-            key = (n, x.device, x.dtype)
+            # Keyed on every setting the mask depends on: changing rt must not return the old mask.
+            key = (self.rt, self.num_segments, n, x.device, x.dtype)
             mask = self._uniform.get(key)
             if mask is None:
                 with torch.inference_mode(False):  # a cached normal tensor, usable under autograd too

@@ -8,18 +8,22 @@ input size.
 
 Gates return float 0/1 masks ``[N*T, Gh, Gw]`` (1: computed): :class:`SpatialNavigation` learns
 them (hard Gumbel-softmax, straight-through, in training; argmax in eval), the fixed policies
-(``random``, ``center``, paper Table 5) keep exactly ``max(1, round(rs·Gh·Gw))`` cells per frame.
+(``random``, ``center``, paper Table 5) keep exactly :func:`cells_kept` cells per frame. Under a
+budget (``afnet.freeze(..., cell_budget=)``) :meth:`SpatialNavigation.keep_top` keeps exactly
+``floor(r·Gh·Gw + 1/2)`` cells of every frame: static counts, nothing read back.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from afnet.layers.gumbel import gumbel_noise, hard_gumbel_softmax
+from afnet.layers.ranking import keep_largest
+from afnet.layers.ratios import count_for_ratio, is_ratio
 from afnet_kernels.reference import cell_of_position
 
 SPATIAL_POLICIES = ("navigation", "random", "center")
@@ -49,8 +53,8 @@ def upsample_cells(mask: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
 
 
 def cells_kept(rs: float, cells: int) -> int:
-    """Cells a fixed policy keeps per frame: ``max(1, round(rs·cells))``."""
-    return max(1, round(rs * cells))
+    """Cells a fixed policy keeps per frame: ``floor(rs·cells + 1/2)`` (:func:`count_for_ratio`), at least 1."""
+    return max(1, count_for_ratio(rs, cells))
 
 
 class SpatialNavigation(nn.Module):
@@ -90,6 +94,14 @@ class SpatialNavigation(nn.Module):
         g = self.conv_logits(F.adaptive_avg_pool2d(g, block_grid(self.grid, out_size)))
         return g.permute(0, 2, 3, 1)
 
+    def keep_top(self, x: torch.Tensor, out_size: Sequence[int], k: int) -> torch.Tensor:
+        """Cell-budget mask ``[N*T, Gh, Gw]`` (float 0/1): exactly ``k`` cells of every frame, those
+        with the largest keep margin, ties to the earlier cell (row-major), NaN last."""
+        logits = self.logits(x, out_size)
+        rows, gh, gw, _ = logits.shape
+        margin = (logits[..., 1] - logits[..., 0]).reshape(rows, gh * gw)
+        return keep_largest(margin, k).reshape(rows, gh, gw)
+
     def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
         """Cell mask ``[N*T, Gh, Gw]`` (float 0/1, ``x``'s dtype): 1 computes the cell."""
         logits = self.logits(x, out_size)
@@ -101,7 +113,7 @@ class SpatialNavigation(nn.Module):
 
 class SpatialPolicy(nn.Module):
     """Fixed spatial policy (paper Table 5): ``random`` cells or the ``center`` ones, exactly
-    ``max(1, round(rs·Gh·Gw))`` per frame; no parameters. ``cells_per_frame(grid)`` tells the
+    :func:`cells_kept` per frame; no parameters. ``cells_per_frame(grid)`` tells the
     engine the count without reading the mask."""
 
     is_binary = True
@@ -110,27 +122,28 @@ class SpatialPolicy(nn.Module):
         super().__init__()
         if kind not in SPATIAL_POLICIES[1:]:
             raise ValueError(f"spatial policy must be one of {SPATIAL_POLICIES[1:]}, got {kind!r}")
-        if not (isinstance(rs, (int, float)) and not isinstance(rs, bool) and 0 < rs <= 1):
+        if not is_ratio(rs):
             raise ValueError(f"rs must be a number in (0, 1], got {rs!r}")
         self.kind, self.rs, self.grid = kind, rs, grid
         self.generator: Optional[torch.Generator] = None
-        self._center: Dict[Tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._center: Dict[Hashable, torch.Tensor] = {}
 
     def cells_per_frame(self, cells: Tuple[int, int]) -> int:
         return cells_kept(self.rs, cells[0] * cells[1])
 
     def _center_mask(self, cells: Tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        key = (*cells, device, dtype)
+        # Keyed on rs too: changing it must not return the old cells. Built with device ops only.
+        key = (self.rs, *cells, device, dtype)
         if key not in self._center:
             gh, gw = cells
-            y = (torch.arange(gh, dtype=torch.float64) + 0.5 - gh / 2) ** 2
-            x = (torch.arange(gw, dtype=torch.float64) + 0.5 - gw / 2) ** 2
+            y = (torch.arange(gh, dtype=torch.float64, device=device) + 0.5 - gh / 2) ** 2
+            x = (torch.arange(gw, dtype=torch.float64, device=device) + 0.5 - gw / 2) ** 2
             distance = (y[:, None] + x[None, :]).flatten()
             # A stable sort: equally central cells in row-major order.
             order = torch.sort(distance, stable=True).indices[: self.cells_per_frame(cells)]
             with torch.inference_mode(False):
-                mask = torch.zeros(gh * gw, dtype=dtype).index_fill_(0, order, 1).reshape(gh, gw)
-                self._center[key] = mask.to(device)
+                mask = torch.zeros(gh * gw, dtype=dtype, device=device).index_fill_(0, order, 1).reshape(gh, gw)
+                self._center[key] = mask
         return self._center[key]
 
     def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:

@@ -1,7 +1,37 @@
-"""AF video models: AF-ResNet backbones, the TSN wrapper and ``create_model``."""
+"""The descriptions of the AF video models: backbones, the TSN wrapper and the architecture registry.
 
-from afnet.models.factory import ARCHS, create_model
+Importing this package registers the built-in architectures (one module each). A model here
+computes the released dense form; the inference engine (``afnet.engine``) runs the same
+description sparsely.
+"""
+
+from afnet.models import mobilenetv3, resnet  # noqa: F401 - each registers its architectures
+from afnet.models.registry import (
+    ALL_POLICIES,
+    architecture,
+    architectures,
+    build_model,
+    computation_config,
+    register_model,
+    resolve_config,
+)
 from afnet.models.resnet import AFResNet, AFStage, StageOptions
 from afnet.models.tsn import TSN
 
-__all__ = ["ARCHS", "AFResNet", "AFStage", "StageOptions", "TSN", "create_model"]
+#: The built-in architecture names.
+ARCHS = architectures()
+
+__all__ = [
+    "ALL_POLICIES",
+    "ARCHS",
+    "AFResNet",
+    "AFStage",
+    "StageOptions",
+    "TSN",
+    "architecture",
+    "architectures",
+    "build_model",
+    "computation_config",
+    "register_model",
+    "resolve_config",
+]

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from afnet.engine.context import ExecutionContext
+from afnet.models.decisions import Decisions
 from afnet.models.residual import ResidualBlock
 
 
@@ -96,7 +96,7 @@ Part = Union[Layers, Block, AFStageParts, FrameGate, GlobalPool]
 
 
 def run_dense_stage(
-    stage: AFStageParts, x: torch.Tensor, ctx: ExecutionContext
+    stage: AFStageParts, x: torch.Tensor, ctx: Decisions
 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """The released AF stage on ``x`` ``[N*T, C_in, H, W]``: every frame computed, unselected
     ones masked. Returns the stage output and its masks ``[N, T]`` (float 0/1) in order."""
@@ -119,7 +119,7 @@ def run_dense_stage(
 
 
 def run_dense(
-    parts: Sequence[Part], x: torch.Tensor, ctx: ExecutionContext
+    parts: Sequence[Part], x: torch.Tensor, ctx: Decisions
 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Interpret ``parts`` densely on frames ``x`` ``[N*T, ...]``; returns (output, masks)."""
     masks: List[torch.Tensor] = []
@@ -152,9 +152,9 @@ class DescribedBackbone(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, x: torch.Tensor, ctx: Optional[ExecutionContext] = None
+        self, x: torch.Tensor, ctx: Optional[Decisions] = None
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        return run_dense(self.describe(), x, ctx if ctx is not None else ExecutionContext())
+        return run_dense(self.describe(), x, ctx if ctx is not None else Decisions())
 
 
 __all__ = [

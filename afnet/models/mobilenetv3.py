@@ -13,16 +13,16 @@ Build it with ``afnet.create_model("af_mobilenetv3", ...)``.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from afnet.layers import AdditiveFusion, DynamicFusion, Navigation, temporal_gate
+from afnet.layers import AdditiveFusion, DynamicFusion, Navigation, check_fusion, temporal_gate
 from afnet.models.description import AFStageParts, Block, DescribedBackbone, GlobalPool, Layers, Part
+from afnet.models.registry import register_model
 from afnet.models.residual import SHIFT_DIV, ResidualBlock
-from afnet.models.tsn import TSN
 
 # (kernel, expansion, out channels, SE, h-swish, stride) per block, as released.
 HEAD = [(3, 1, 16, 0, 0, 1)]
@@ -136,7 +136,6 @@ class InvertedResidual(ResidualBlock):
         return list(self.res_connect) if self.res_connect is not None else None
 
 
-FUSIONS = ("dynamic", "additive")
 
 
 class AFMobileNetV3(DescribedBackbone):
@@ -168,8 +167,7 @@ class AFMobileNetV3(DescribedBackbone):
         rt: Optional[float] = None,
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        check_fusion(fusion)
         self.num_segments = num_segments
         self._channels = make_divisible(16)
 
@@ -274,27 +272,28 @@ class AFMobileNetV3(DescribedBackbone):
         ]
 
 
-MOBILENET_OPTIONS = ("mix_frames", "fusion", "fill_zero_response", "soft_weights")
+MOBILENET_OPTIONS = {"mix_frames": False, "fusion": "dynamic", "fill_zero_response": True, "soft_weights": False}
 
 
-def create_af_mobilenetv3(
-    *,
-    num_classes: int,
-    num_segments: int,
-    shift: bool = True,
-    policy: str = "navigation",
-    rt: Optional[float] = None,
-    dropout: float = 0.5,
-    **options,
-) -> TSN:
-    """AF-MobileNetV3 video model (TSN over the backbone; the classifier sits in the backbone,
-    so there is no ``new_fc``). ``shift`` is accepted for API parity: this network always shifts.
+def _check(options) -> None:
+    check_fusion(options["fusion"])
 
-    Options: ``mix_frames``, ``fusion``, ``fill_zero_response``, ``soft_weights`` (see
-    :class:`AFMobileNetV3`).
-    """
-    unknown = sorted(set(options) - set(MOBILENET_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for af_mobilenetv3; valid: {MOBILENET_OPTIONS}")
-    backbone = AFMobileNetV3(num_classes, num_segments, dropout=dropout, policy=policy, rt=rt, **options)
-    return TSN(backbone, num_segments=num_segments, num_classes=None, arch="af_mobilenetv3")
+
+@register_model(
+    "af_mobilenetv3",
+    options=MOBILENET_OPTIONS,
+    check=_check,
+    unavailable={
+        "spatial": "its blocks' squeeze-excitation pools every pixel, so a block cannot compute only some "
+        "regions; use an AF-ResNet",
+    },
+    always_shifts=True,
+)
+def build_af_mobilenetv3(
+    *, num_classes: int, num_segments: int, shift: bool, policy: str, rt: Optional[float], dropout: float,
+    **options: Any,
+) -> Tuple[nn.Module, None]:
+    """AF-MobileNetV3: the classifier sits in the backbone, so the video model has no ``new_fc``.
+    ``shift`` is accepted for API parity: this network always shifts. Options: ``mix_frames``,
+    ``fusion``, ``fill_zero_response``, ``soft_weights`` (see :class:`AFMobileNetV3`)."""
+    return AFMobileNetV3(num_classes, num_segments, dropout=dropout, policy=policy, rt=rt, **options), None

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 import afnet_kernels.reference as reference_ops
-from afnet.backend import shift_frames
+from afnet.ops import shift_frames
 from afnet.layers.spatial import upsample_cells
 
 SHIFT_DIV = 8
@@ -49,6 +49,8 @@ class ResidualBlock(nn.Module):
     last_relu: bool = False
     has_residual: bool = True
     fill_zero_response: bool = True
+    #: the attributes above, which an inference plan bakes in (``afnet.engine.signature``).
+    plan_settings = ("shift_div", "num_segments", "last_relu", "has_residual", "fill_zero_response")
 
     def branch_modules(self) -> List[nn.Module]:
         """``F`` as its modules in order (conv, bn, activation, ...)."""
@@ -68,7 +70,7 @@ class ResidualBlock(nn.Module):
         """Dense form ``[N*T, C_in, H, W] -> [N*T, C_out, H', W']``, differentiable.
 
         ``mask`` ``[N, T]`` (focal blocks) or None (every frame); ``ops``: the frame ops the
-        shift runs on (``afnet.backend.get_ops``; default the pure-PyTorch reference);
+        shift runs on (``afnet.ops.get_ops``; default the pure-PyTorch reference);
         ``spatial`` ``[N*T, Gh, Gw]`` 0/1: the cells of the output computed (None: all).
         """
         y = masked_branch(

@@ -12,14 +12,25 @@ The backbone maps frames ``[N*T, 3, H, W]`` to pooled features ``[N*T, C]`` and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from afnet.engine.context import ExecutionContext
-from afnet.layers import AdditiveFusion, DynamicFusion, Navigation, SpatialNavigation, SpatialPolicy, temporal_gate
+from afnet.models.decisions import Decisions
+from afnet.layers import (
+    SPATIAL_POLICIES,
+    AdditiveFusion,
+    DynamicFusion,
+    Navigation,
+    SpatialNavigation,
+    SpatialPolicy,
+    check_fusion,
+    is_ratio,
+    temporal_gate,
+)
 from afnet.models.blocks import block_type, conv1x1, make_shortcut
 from afnet.models.description import (
     AFStageParts,
@@ -32,6 +43,7 @@ from afnet.models.description import (
     SharedGate,
     run_dense_stage,
 )
+from afnet.models.registry import is_int, register_model
 from afnet.models.residual import SHIFT_DIV
 
 # depth -> (block, blocks per stage)
@@ -41,7 +53,6 @@ RESNET_DEPTHS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (4, 8, 18, 3)),
 }
-FUSIONS = ("dynamic", "additive")
 # Cells per side of the spatial grid in layer1..3. At 224 px the cells are 14, 7 and 7 px: large
 # enough that the 1-px halo of the 3x3 conv costs little (2-px cells pay 4x the 1x1 work).
 DEFAULT_GRIDS = (4, 4, 2)
@@ -83,8 +94,7 @@ class StageOptions:
     first_layer_navigation: bool = False
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        check_fusion(self.fusion)
 
 
 class AFStage(nn.Module):
@@ -190,7 +200,7 @@ class AFStage(nn.Module):
             spatial_gates=tuple(self.spatial_gen) if self.spatial_gen is not None else None,
         )
 
-    def forward(self, x: torch.Tensor, ctx: ExecutionContext) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, ctx: Decisions) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Dense form: ``x`` ``[N*T, C_in, H, W]`` -> (``[N*T, C_out, H', W']``, masks ``[N, T]``)."""
         return run_dense_stage(self.parts(), x, ctx)
 
@@ -285,3 +295,67 @@ class AFResNet(DescribedBackbone):
             *(Block(b) for b in self.layer4),
             GlobalPool(),
         ]
+
+
+# -- registration -------------------------------------------------------------------------------
+# The options of every AF-ResNet with their defaults (the released behaviour).
+RESNET_OPTIONS: Dict[str, Any] = {
+    "alpha": 2, "focal_groups": 2, "mix_frames": False, "fusion": "dynamic", "fill_zero_response": True,
+    "soft_weights": False, "spatial": False, "rs": None, "spatial_policy": "navigation", "grid": DEFAULT_GRIDS,
+    "first_layer_navigation": False,
+}
+
+
+def _width_gcd(depth: int) -> int:
+    """Greatest common divisor of every channel count an AF stage's convs see (``alpha`` divides the
+    ample widths and ``focal_groups`` the focal convs' channels, so both must divide this)."""
+    block, _ = RESNET_DEPTHS[depth]
+    expansion = block_type(block).expansion
+    inputs = (64, 64 * expansion, 128 * expansion)
+    outputs = (64 * expansion, 128 * expansion, 256 * expansion)
+    inner = tuple(w // expansion for w in outputs)  # bottleneck mid width (the output itself for basic)
+    return math.gcd(*inputs, *outputs, *inner)
+
+
+def _check_spatial(options: Mapping[str, Any]) -> None:
+    policy = options["spatial_policy"]
+    if policy not in SPATIAL_POLICIES:
+        raise ValueError(f"spatial_policy must be one of {SPATIAL_POLICIES}, got {policy!r}")
+    rs = options["rs"]
+    if rs is not None and not is_ratio(rs):
+        raise ValueError(f"rs (the ratio of computed cells of the selected frames) must be a number in (0, 1], got {rs!r}")
+    if options["spatial"] and policy != "navigation" and rs is None:
+        raise ValueError(f"spatial_policy={policy!r} needs rs, the ratio of computed cells in (0, 1]")
+    grid = options["grid"]
+    grids = (grid,) * 3 if is_int(grid) else tuple(grid) if isinstance(grid, (tuple, list)) else None
+    if grids is None or len(grids) != 3 or not all(is_int(g) and g >= 1 for g in grids):
+        raise ValueError(f"grid must be a positive int or one positive int per AF stage (3), got {grid!r}")
+
+
+def _checker(depth: int):
+    def check(options: Mapping[str, Any]) -> None:
+        _check_spatial(options)
+        check_fusion(options["fusion"])
+        gcd = _width_gcd(depth)
+        for name, what in (("alpha", "the ample width divisor"), ("focal_groups", "the focal convs' groups")):
+            value = options[name]
+            if not is_int(value) or value < 1 or gcd % value:
+                divisors = [d for d in range(1, gcd + 1) if gcd % d == 0]
+                raise ValueError(
+                    f"{name} ({what}) must be a positive int dividing every AF-stage width of af_resnet{depth} "
+                    f"(one of {divisors}), got {value!r}"
+                )
+
+    return check
+
+
+def _register(depth: int) -> None:
+    @register_model(f"af_resnet{depth}", options=RESNET_OPTIONS, check=_checker(depth))
+    def build(*, num_classes: int, num_segments: int, shift: bool, policy: str, rt: Optional[float],
+              dropout: float, **options: Any) -> Tuple[nn.Module, int]:
+        backbone = AFResNet(depth, num_segments=num_segments, shift=shift, policy=policy, rt=rt, **options)
+        return backbone, backbone.feature_dim
+
+
+for _depth in RESNET_DEPTHS:
+    _register(_depth)

@@ -1,57 +1,107 @@
-"""TSN wrapper: a video ``[N, T, 3, H, W]`` -> per-frame logits averaged over T.
+"""The video model as a description: TSN over an AF backbone, ``[N, T, 3, H, W]`` -> logits.
 
-Key names follow the released video checkpoints: the backbone is ``base_model`` and the
-ResNet classifier ``new_fc`` (after dropout). Backbones with a classifier of their own
-(AF-MobileNetV3) have no ``new_fc``.
+Key names follow the released video checkpoints: the backbone is ``base_model`` and the ResNet
+classifier ``new_fc`` (after dropout). Backbones with a classifier of their own (AF-MobileNetV3)
+have no ``new_fc``.
 
-Runtime switches:
-- ``execution``: ``"sparse"`` (default) runs the inference engine in eval (``afnet.engine``):
-  BN folded, only the selected frames computed by the focal blocks; ``"dense"`` is the released
-  masked form; ``"folded"`` is the released form (every frame computed) with the engine's folded
-  convolutions, to tell the gain of folding from the gain of skipping frames. Training always runs the dense form (the differentiable one), and so does an eval
-  forward while autograd records (a warning says so): the engine builds no autograd graph.
-- ``backend``: ``"kernels"`` (compiled ``afnet_kernels``) or ``"torch"`` (pure PyTorch), in both
-  executions.
-- ``memory_format``: layout the engine runs in (default channels_last, faster with oneDNN and
-  cuDNN); None keeps the input's layout.
-- ``frame_budget``: None (the released threshold rule) or the ratio of frames each navigation
-  module keeps in inference (``afnet.budget``).
-- ``pad_counts``: None, or ``"pow2"`` to pad the frame counts the threshold rule reads up to a
-  power of two (the padding rows are computed and dropped), so that ``torch.compile`` (e.g.
-  ``mode="reduce-overhead"``, CUDA graphs) sees a bounded set of shapes. Same results.
-
-The engine's plan is built on ``eval()`` and rebuilt whenever a parameter or buffer changes (their
-version counters, storage, dtype and device). Writes through ``param.data`` bypass version counters:
-call :meth:`TSN.refresh_plan` after one.
+:class:`TSN` computes the released, masked, differentiable form (every frame computed, unselected
+ones on zeros): what training uses. The model :func:`afnet.create_model` returns is its subclass
+``afnet.engine.LiveTSN``, whose eval forward runs the inference engine on the selected frames;
+``afnet.freeze`` makes the explicit inference form.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from types import ModuleType
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from afnet.backend import BACKENDS, get_ops
-from afnet.budget import FrameBudget, frames_per_module, validate_frame_budget
-from afnet.engine.context import ExecutionContext
-from afnet.engine.executor import run_plan
-from afnet.engine.folding import memory_format_of
-from afnet.engine.plan import PlanCache
-from afnet.engine.selection import COUNT_BUCKETS
+import afnet_kernels.reference as reference_ops
+from afnet.layers import FixedPolicy, Navigation, SpatialNavigation, SpatialPolicy
+from afnet.models.decisions import Decisions
 
-EXECUTIONS = ("dense", "sparse", "folded")
+__all__ = ["Gates", "TSN", "VideoOutput"]
+
+
+class Gates(NamedTuple):
+    """The gates of a backbone in forward order: temporal (navigation modules or fixed
+    policies) and spatial ones."""
+
+    temporal: List[nn.Module]
+    spatial: List[nn.Module]
+
+
+class VideoOutput(NamedTuple):
+    """What one forward computed: ``logits`` ``[N, classes]``, the frame masks (bool ``[N, T]``
+    per navigation module) and the cell masks (bool ``[N, T, Gh, Gw]`` per spatial gate)."""
+
+    logits: torch.Tensor
+    masks: List[torch.Tensor]
+    cell_masks: List[torch.Tensor]
+
+    def returned(self, return_masks: bool) -> Union[torch.Tensor, Tuple[Any, ...]]:
+        """``logits``, or ``(logits, masks)``, or ``(logits, masks, cell_masks)`` for a spatial
+        model (every focal block of a spatial model has a spatial gate, so it has cell masks)."""
+        if not return_masks:
+            return self.logits
+        if not self.cell_masks:
+            return self.logits, self.masks
+        return self.logits, self.masks, self.cell_masks
+
+
+def find_gates(backbone: nn.Module) -> Gates:
+    """The gates of ``backbone`` in forward order: one walk of the module tree."""
+    temporal, spatial = [], []
+    for m in backbone.modules():
+        if isinstance(m, (Navigation, FixedPolicy)):
+            temporal.append(m)
+        elif isinstance(m, (SpatialNavigation, SpatialPolicy)):
+            spatial.append(m)
+    return Gates(temporal, spatial)
+
+
+def check_video(video: Any, num_segments: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Raise ``TypeError``/``ValueError`` naming what is wrong with ``video`` for a model of
+    ``num_segments`` frames, ``dtype`` and ``device`` (expected ``[N, T, 3, H, W]``)."""
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"video must be a torch.Tensor, got {type(video).__name__}")
+    if video.dim() != 5:
+        raise ValueError(f"video must be 5-D [N, T, 3, H, W] with T={num_segments}, got shape {tuple(video.shape)}")
+    n, t, c, h, w = video.shape
+    if t != num_segments:
+        raise ValueError(f"video has T={t} frames (dim 1) but the model has num_segments={num_segments}")
+    if c != 3:
+        raise ValueError(f"video must have 3 channels (dim 2), got {c}")
+    if not video.is_floating_point():
+        raise ValueError(f"video must be a floating-point tensor, got {video.dtype}")
+    if n == 0 or h == 0 or w == 0:
+        raise ValueError(f"video must be non-empty, got shape {tuple(video.shape)}")
+    if video.dtype != dtype:
+        raise ValueError(
+            f"video dtype {video.dtype} does not match the model's dtype {dtype}: convert one "
+            f"of them (video.to({dtype}) or model.to({video.dtype}))"
+        )
+    if video.device != device:
+        raise ValueError(f"video is on {video.device} but the model is on {device}")
+
+
+def masks_out(gates: Sequence[torch.Tensor], cells: Sequence[torch.Tensor], n: int, t: int) -> Tuple[list, list]:
+    """The bool masks a forward returns: ``[N, T]`` per gate, ``[N, T, Gh, Gw]`` per spatial gate."""
+    return [g.detach() > 0.5 for g in gates], [c.detach().reshape(n, t, *c.shape[1:]) > 0.5 for c in cells]
 
 
 class TSN(nn.Module):
-    """Temporal Segment Network over an AF backbone.
+    """Temporal Segment Network over an AF backbone, in its dense (released) form.
 
     Args:
-        base_model: maps ``([N*T, 3, H, W], ExecutionContext)`` to ``(out [N*T, F], masks)``.
+        base_model: maps ``([N*T, 3, H, W], Decisions)`` to ``(out [N*T, F], masks)``.
         num_segments: T.
         num_classes: classes of ``new_fc``; None when ``base_model`` ends in its own classifier.
+        feature_dim: F, the input width of ``new_fc``.
         dropout: before ``new_fc``.
+        arch: the registered architecture name.
     """
 
     def __init__(
@@ -75,135 +125,57 @@ class TSN(nn.Module):
             nn.init.zeros_(self.new_fc.bias)
         else:
             self.new_fc = None
-        self._execution = "sparse"
-        self._backend = "kernels"
-        self._frame_budget: FrameBudget = None
-        self._pad_counts: Optional[str] = None
-        self.memory_format: Optional[torch.memory_format] = torch.channels_last
-        self._plans = PlanCache()
-        #: ``"sparse"``, ``"folded"`` or ``"dense"``: the path the last forward took (tests assert it).
-        self.last_execution: Optional[str] = None
+        #: every ``create_model`` argument, defaults filled in (set by the registry).
+        self.config: Dict[str, Any] = {}
 
-    @property
-    def execution(self) -> str:
-        return self._execution
-
-    @execution.setter
-    def execution(self, value: str) -> None:
-        if value not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {value!r}")
-        self._execution = value
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
-        self._backend = value
-
-    @property
-    def frame_budget(self) -> FrameBudget:
-        """None (threshold rule), a ratio in (0, 1] for every navigation module, or one ratio per
-        navigation module in forward order. Each module then keeps exactly
-        ``floor(r·T + 1/2)`` frames of every video in eval: the largest keep margins."""
-        return self._frame_budget
-
-    @frame_budget.setter
-    def frame_budget(self, value: FrameBudget) -> None:
-        self._frame_budget = validate_frame_budget(self, value)
-
-    @property
-    def pad_counts(self) -> Optional[str]:
-        """None (exact counts) or ``"pow2"`` (counts read by the threshold rule padded to powers of two)."""
-        return self._pad_counts
-
-    @pad_counts.setter
-    def pad_counts(self, value: Optional[str]) -> None:
-        if value is not None and value not in COUNT_BUCKETS:
-            raise ValueError(f"pad_counts must be None or one of {tuple(COUNT_BUCKETS)}, got {value!r}")
-        self._pad_counts = value
-
-    def _gates(self) -> Tuple[List[nn.Module], bool]:
-        """(the temporal gates in forward order, whether there are spatial gates): one walk of
-        the backbone, which a forward pays once."""
-        from afnet.layers import FixedPolicy, Navigation, SpatialNavigation, SpatialPolicy
-
-        temporal, spatial = [], False
-        for m in self.base_model.modules():
-            if isinstance(m, (Navigation, FixedPolicy)):
-                temporal.append(m)
-            spatial = spatial or isinstance(m, (SpatialNavigation, SpatialPolicy))
-        return temporal, spatial
+    def gates(self) -> Gates:
+        """The temporal and spatial gates in forward order (one walk of the backbone)."""
+        return find_gates(self.base_model)
 
     @property
     def navigation_modules(self) -> List[nn.Module]:
         """The temporal gates (navigation modules or fixed policies) in forward order."""
-        return self._gates()[0]
+        return self.gates().temporal
+
+    def gate_names(self) -> List[str]:
+        """The qualified names of the temporal gates in forward order: the masks' order."""
+        names = {id(m): name for name, m in self.named_modules()}
+        return [names[id(gate)] for gate in self.navigation_modules]
 
     @property
     def is_spatial(self) -> bool:
         """Whether the focal blocks also have spatial gates (``create_model(..., spatial=True)``)."""
-        return self._gates()[1]
-
-    @property
-    def runs_sparse(self) -> bool:
-        """Whether an inference-mode forward takes the engine (eval, ``execution`` sparse or
-        folded, binary gates; soft-weight navigation can only run dense)."""
-        return self._runs_sparse(self.navigation_modules)
-
-    def _runs_sparse(self, temporal_gates: List[nn.Module]) -> bool:
-        return (
-            self._execution != "dense"
-            and not self.training
-            and all(getattr(g, "is_binary", True) for g in temporal_gates)
-        )
-
-    def train(self, mode: bool = True) -> "TSN":
-        super().train(mode)
-        if mode:
-            self._plans.clear()  # frees the folded weights; stale once training updates them
-        elif self.runs_sparse and self.memory_format is not None:
-            self._plans.get(self.base_model, self.memory_format)
-        return self
-
-    def refresh_plan(self) -> None:
-        """Rebuild the inference plan on the next forward (after writes through ``param.data``,
-        which PyTorch's version counters do not see)."""
-        self._plans.clear()
-
-    def _records_autograd(self, video: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (
-            video.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
+        return bool(self.gates().spatial)
 
     def check_video(self, video: torch.Tensor) -> None:
         """Raise ``ValueError`` naming what is wrong with ``video`` (expected ``[N, T, 3, H, W]``)."""
-        if not isinstance(video, torch.Tensor):
-            raise TypeError(f"video must be a torch.Tensor, got {type(video).__name__}")
-        if video.dim() != 5:
-            raise ValueError(
-                f"video must be 5-D [N, T, 3, H, W] with T={self.num_segments}, got shape {tuple(video.shape)}"
-            )
-        n, t, c, h, w = video.shape
-        if t != self.num_segments:
-            raise ValueError(f"video has T={t} frames (dim 1) but the model has num_segments={self.num_segments}")
-        if c != 3:
-            raise ValueError(f"video must have 3 channels (dim 2), got {c}")
-        if not video.is_floating_point():
-            raise ValueError(f"video must be a floating-point tensor, got {video.dtype}")
-        if n == 0 or h == 0 or w == 0:
-            raise ValueError(f"video must be non-empty, got shape {tuple(video.shape)}")
         weight = next(self.parameters())
-        if video.dtype != weight.dtype:
-            raise ValueError(
-                f"video dtype {video.dtype} does not match the model's dtype {weight.dtype}: convert one "
-                f"of them (video.to({weight.dtype}) or model.to({video.dtype}))"
-            )
-        if video.device != weight.device:
-            raise ValueError(f"video is on {video.device} but the model is on {weight.device}")
+        check_video(video, self.num_segments, weight.dtype, weight.device)
+
+    def classify(self, features: torch.Tensor, n: int, t: int) -> torch.Tensor:
+        """Per-frame features ``[N*T, F]`` -> logits ``[N, classes]``: the classifier (after
+        dropout), then the mean over T (TSN's "avg consensus")."""
+        if self.new_fc is not None:
+            features = self.new_fc(self.dropout(features))
+        return features.reshape(n, t, -1).mean(dim=1)
+
+    def run_dense(
+        self,
+        video: torch.Tensor,
+        ops: ModuleType = reference_ops,
+        masks: Optional[Sequence[torch.Tensor]] = None,
+        spatial_masks: Optional[Sequence[torch.Tensor]] = None,
+        frame_budget: Optional[Sequence[int]] = None,
+        cell_budget: Optional[float] = None,
+    ) -> VideoOutput:
+        """The released computation on ``video`` ``[N, T, 3, H, W]`` with the frame ops ``ops``;
+        ``frame_budget`` (frames per navigation module) and ``cell_budget`` apply in any mode."""
+        self.check_video(video)
+        n, t = video.shape[:2]
+        decisions = Decisions(ops, masks, frame_budget, spatial_masks, cell_budget)
+        features, gates = self.base_model(video.reshape((n * t,) + tuple(video.shape[2:])), decisions)
+        decisions.check_all_gates_used()
+        return VideoOutput(self.classify(features, n, t), *masks_out(gates, decisions.cell_masks, n, t))
 
     def forward(
         self,
@@ -222,41 +194,5 @@ class TSN(nn.Module):
                 order); for tests and benchmarks at exact ratios.
             spatial_masks: override every spatial decision with these ``[N, T, Gh, Gw]`` masks.
         """
-        self.check_video(video)
-        n, t = video.shape[:2]
-        x = video.reshape((n * t,) + tuple(video.shape[2:]))
-        temporal_gates, is_spatial = self._gates()
-        budget = None if self.training else frames_per_module(
-            self._frame_budget, self.num_segments, len(temporal_gates)
-        )
-        if spatial_masks is not None and not is_spatial:
-            raise ValueError("spatial_masks: this model has no spatial navigation (create_model(..., spatial=True))")
-        ctx = ExecutionContext(
-            get_ops(self._backend), forced_masks=masks, frame_budget=budget, forced_cells=spatial_masks,
-            skip_frames=self._execution == "sparse", pad_counts=self._pad_counts,
-        )
-        on_engine = self._runs_sparse(temporal_gates)
-        if on_engine and self._records_autograd(video):
-            warnings.warn(
-                "model.eval() forward with autograd recording runs the dense, differentiable path; "
-                "use torch.inference_mode() or torch.no_grad() for the sparse engine",
-                stacklevel=4,  # the caller of model(...), past nn.Module's call wrappers
-            )
-            on_engine = False
-        if on_engine:
-            x = x.contiguous(memory_format=self.memory_format or memory_format_of(x))
-            plan = self._plans.get(self.base_model, memory_format_of(x))
-            out, gates = run_plan(plan, x, ctx)
-        else:
-            out, gates = self.base_model(x, ctx)
-        self.last_execution = self._execution if on_engine else "dense"
-        ctx.check_all_gates_used()
-        if self.new_fc is not None:
-            out = self.new_fc(self.dropout(out))
-        logits = out.reshape(n, t, -1).mean(dim=1)
-        if not return_masks:
-            return logits
-        frame_masks = [g.detach() > 0.5 for g in gates]
-        if not is_spatial:
-            return logits, frame_masks
-        return logits, frame_masks, [c.detach().reshape(n, t, *c.shape[1:]) > 0.5 for c in ctx.cell_masks]
+        out = self.run_dense(video, masks=masks, spatial_masks=spatial_masks)
+        return out.returned(return_masks)

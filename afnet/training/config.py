@@ -16,7 +16,6 @@ The resolved config is written to ``RUN_DIR/config.yaml`` and into every checkpo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from afnet.cli_args import device_name
 from afnet.data.sampling import SAMPLINGS
-from afnet.models.factory import ALL_POLICIES, ARCHS
-from afnet.schedules import TAU_SCHEDULES
+from afnet.models import ALL_POLICIES, ARCHS
+from afnet.tools.devices import is_device_name
+from afnet.training.schedules import TAU_SCHEDULES
 
 LR_SCHEDULES = ("step", "cosine")
 AMP_MODES = ("auto", "bf16", "off")
@@ -142,19 +141,12 @@ def _template_ok(v: Any) -> bool:
         return False
 
 
-def _device_ok(v: Any) -> bool:
-    try:
-        return isinstance(v, str) and device_name(v) == v
-    except argparse.ArgumentTypeError:
-        return False
-
-
 # key -> (check, what was expected)
 _CHECKS = {
     "arch": (lambda v: v in ARCHS, f"one of {ARCHS}"),
     "policy": (lambda v: v in ALL_POLICIES, f"one of {ALL_POLICIES}"),
     "image_template": (_template_ok, "a format string with one field for the 1-based frame number, e.g. 'img_{:05d}.jpg'"),
-    "device": (_device_ok, "auto, cpu, cuda or cuda:N"),
+    "device": (is_device_name, "auto, cpu, cuda or cuda:N"),
     "demo_videos": (lambda v: _is_int(v) and v >= 2, "an int >= 2"),
     "num_classes": (lambda v: v is None or (_is_int(v) and v >= 1), "an int >= 1"),
     "frames": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),

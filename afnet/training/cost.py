@@ -11,12 +11,12 @@ on that clip, so for such models the figures are approximate in the spatial rati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from afnet.flops import count_flops
+from afnet.tools.flops import count_flops
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,13 @@ class FlopTable:
         return paper, executed
 
 
-def gate_names(model: nn.Module) -> List[str]:
-    """Names of the temporal gates (navigation modules or fixed policies) in forward order: the
-    masks' order (``TSN.navigation_modules``)."""
-    names = {id(m): name for name, m in model.named_modules()}
-    return [names[id(gate)] for gate in model.navigation_modules]
-
-
 @torch.no_grad()
 def flop_table(model: nn.Module, clip: torch.Tensor) -> FlopTable:
     """Measure the :class:`FlopTable` of ``model`` on one clip ``[1, T, 3, H, W]`` (the costs
     depend on shapes only, not on the content or the weights)."""
     if clip.dim() != 5 or clip.shape[0] != 1:
         raise ValueError(f"clip must be [1, T, 3, H, W], got {tuple(clip.shape)}")
-    names = gate_names(model)
+    names = model.gate_names()
     t = clip.shape[1]
     ones = [torch.ones(1, t, dtype=torch.bool, device=clip.device) for _ in names]
     forced = count_flops(model, clip, masks=ones)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from afnet.training.runfiles import read_log  # noqa: E402
 
 if TYPE_CHECKING:
-    from afnet.training.predict import Prediction
+    from afnet.tools.predict import Prediction
 
 PathLike = Union[str, os.PathLike]
 

@@ -1,6 +1,6 @@
 """Files of a run folder written so that a crash never leaves a damaged one behind.
 
-- :func:`atomic_write_bytes` / :func:`atomic_copy`: through :func:`afnet.atomic_files.replace_file`
+- :func:`atomic_write_bytes` / :func:`atomic_copy`: through :func:`afnet.tools.atomic_files.replace_file`
   (a temporary file in the same folder, flushed to disk, then renamed over the target);
 - ``log.jsonl``: one JSON object per epoch, appended and flushed; :func:`truncate_log` drops the
   lines of epochs a resumed run will redo, so the log reads as one uninterrupted run.
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-from afnet.atomic_files import replace_file
+from afnet.tools.atomic_files import replace_file
 
 PathLike = Union[str, os.PathLike]
 

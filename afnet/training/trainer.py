@@ -28,14 +28,14 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from afnet.checkpoint import load_checkpoint, save_checkpoint
+from afnet.tools.checkpoint import load_checkpoint, save_checkpoint
 from afnet.data.datasets import Batch
 from afnet.data.loader import SeededSampler, ShardSampler, make_loader
 from afnet.data.transforms import normalize
 from afnet.layers import Navigation
-from afnet.losses import navigation_penalty, record_masks, record_spatial_masks
-from afnet.models import create_model
-from afnet.schedules import set_temperature, target_ratio, temperature
+from afnet.training.losses import navigation_penalty, record_masks, record_spatial_masks
+from afnet.engine import create_model
+from afnet.training.schedules import set_temperature, target_ratio, temperature
 from afnet.training.config import ConfigError, TrainConfig, save_config
 from afnet.training.cost import FlopTable, flop_table
 from afnet.training.data import RunData, build_data

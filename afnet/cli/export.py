@@ -13,7 +13,7 @@ from typing import List, Union
 
 import torch
 
-from afnet.cli_args import frame_size, int_at_least
+from afnet.cli.args import frame_size, int_at_least
 
 
 def _budget(text: str) -> Union[float, List[float]]:
@@ -29,7 +29,7 @@ def _budget(text: str) -> Union[float, List[float]]:
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     """Register ``afnet export`` on the ``afnet`` command line."""
-    from afnet.export import FORMATS
+    from afnet.tools.export import FORMATS
     from afnet.models import ARCHS
 
     p = sub.add_parser(
@@ -94,7 +94,7 @@ def _build(args: argparse.Namespace) -> torch.nn.Module:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Export for parsed ``args``; returns the exit status."""
-    from afnet.export import export_model, run_exported
+    from afnet.tools.export import export_model, run_exported
 
     _validate(args, parser)
     model = _build(args)

@@ -8,6 +8,8 @@ from typing import Callable, List, Optional, Union
 
 import torch
 
+from afnet.tools.devices import is_device_name
+
 __all__ = ["DOWNSAMPLE", "add_device", "check_device", "device_name", "float_in", "frame_size", "int_at_least", "require", "size_arg"]
 
 # The AF networks downsample their input this many times: frame sizes are multiples of it.
@@ -65,13 +67,7 @@ def size_arg(text: str) -> Union[int, List[int]]:
 
 def device_name(text: str) -> str:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether that GPU is visible: :func:`check_device`)."""
-    if text == "auto":
-        return text
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type not in ("cpu", "cuda"):
+    if not is_device_name(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
 

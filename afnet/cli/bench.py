@@ -18,7 +18,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from afnet.cli_args import DOWNSAMPLE, add_device, check_device, frame_size, int_at_least
+from afnet.cli.args import DOWNSAMPLE, add_device, check_device, frame_size, int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 

@@ -20,7 +20,6 @@ from afnet.data.decode import DEFAULT_TEMPLATE, DecodeError
 from afnet.data.lists import VideoRecord
 from afnet.data.loader import ShardSampler, make_loader
 from afnet.data.transforms import Size, EvalTransform, normalize
-from afnet.training.cost import gate_names
 
 
 @dataclass
@@ -116,7 +115,7 @@ def predict_many(
     loader = make_loader(dataset, ShardSampler(len(dataset)), batch_size=batch_size, workers=workers)
     device = _device_of(model)
     model.eval()
-    names = gate_names(model)
+    names = model.gate_names()
     for batch in loader:
         results: Dict[int, Union[Prediction, Failure]] = {f.index: f for f in batch.failures}
         if batch.video is not None:

@@ -80,7 +80,7 @@ def afnet_loss(
     Args:
         logits: ``[N, classes]``; target: int64 ``[N]``.
         masks: differentiable float masks ``[N, T]`` from the navigation modules (training mode).
-        rt: the current target ratio (see ``afnet.schedules.target_ratio``).
+        rt: the current target ratio (see ``afnet.training.schedules.target_ratio``).
         lam: 0.5 for Something-Something and Jester, 1 for Mini-Kinetics and ActivityNet.
         spatial_masks, rs: the differentiable cell masks (:func:`record_spatial_masks`) and the
             target ratio of computed cells of the selected frames.

@@ -17,7 +17,7 @@ benchmark compares AFNet with TSN at its best, not with an unfused TSN.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torchvision
@@ -25,11 +25,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck
 
-from afnet.backend import BACKENDS, get_ops, shift_frames
 from afnet.engine.context import ExecutionContext
+from afnet.engine.counters import active_counter
 from afnet.engine.executor import run_plan
-from afnet.engine.plan import PlanCache
+from afnet.engine.plan import InferencePlan, build_plan
 from afnet.models.description import Block, GlobalPool, Layers, Part
+from afnet.ops import BACKENDS, get_ops, shift_frames
 
 BASELINES = ("tsn_resnet50", "tsm_resnet50")
 MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -140,10 +141,10 @@ class PlannedVideoResNet50(nn.Module):
 
     ``video`` ``[N, T, 3, H, W]`` -> logits ``[N, num_classes]``, equal to ``model(video)`` in
     eval up to the summation order of the folded convolutions. The frames run in
-    ``memory_format`` (set it between calls to try both layouts; one plan is kept per layout,
-    rebuilt when a weight changes). ``backend`` selects the frame ops of the TSM shift
-    (``"kernels"`` or ``"torch"``). The weights are ``model``'s own (shared, not copied); its BN
-    must not be folded.
+    ``memory_format`` (set it between calls to try both layouts). One plan is made per layout,
+    dtype and device at its first call: a snapshot of ``model``'s weights at that time, as the AF
+    models' frozen form is. ``backend`` selects the frame ops of the TSM shift (``"kernels"`` or ``"torch"``). The
+    BN of ``model`` must not be folded.
     """
 
     def __init__(
@@ -164,7 +165,7 @@ class PlannedVideoResNet50(nn.Module):
             BottleneckAdapter(b, model.num_segments)
             for layer in (base.layer1, base.layer2, base.layer3, base.layer4) for b in layer
         ]
-        self._plans = PlanCache()
+        self._plans: Dict[tuple, InferencePlan] = {}
 
     def describe(self) -> List[Part]:
         """Stem, the 16 bottlenecks, the global pool: ``[N*T, 3, H, W] -> [N*T, 2048]``."""
@@ -178,8 +179,13 @@ class PlannedVideoResNet50(nn.Module):
         self.video_model.check_video(video)
         n, t = video.shape[:2]
         x = video.flatten(0, 1).contiguous(memory_format=self.memory_format)
-        ctx = ExecutionContext(get_ops(self.backend))
-        features, _ = run_plan(self._plans.get(self, self.memory_format), x, ctx)
+        ctx = ExecutionContext(get_ops(self.backend), counter=active_counter())
+        weight = self.video_model.base.conv1.weight  # a plan per layout, dtype and device
+        key = (self.memory_format, weight.dtype, weight.device)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = build_plan(self.describe(), self.memory_format)
+        features, _ = run_plan(plan, x, ctx)
         logits = self.video_model.base.fc(features)
         return logits.view(n, t, -1).mean(dim=1)
 

@@ -11,14 +11,18 @@ Two numbers (:class:`FlopCount`), both in GFLOPs per video:
   ``fc`` by dropout, so their counter adds ``C·C`` per frame for the head (C = feature width)
   and never counts ``new_fc``; we reproduce that.
 - ``executed``: multiply–accumulates of the convolutions and linears the inference engine
-  really ran, read from its counters (``afnet.engine.counters``) during a sparse pass: focal
-  convs on the K selected frames only (their shortcut on every frame), the zero response
+  really ran, read from the MAC counter of a sparse pass of the frozen model (``afnet.freeze``):
+  focal convs on the K selected frames only (their shortcut on every frame), the zero response
   ``F(0)`` being cached; pools and element-wise ops not counted. A model that cannot run
   sparse (soft-weight navigation) executes every conv densely, and is counted so.
+
+Both passes run on a private copy of the model: the user's model, its mode and its settings are
+left as they are (another thread may be running it).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -26,9 +30,11 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from afnet.engine.counters import count_macs
+from afnet.engine import MacCounter, freeze
+from afnet.engine.budget import frames_per_module
 from afnet.layers import DynamicFusion, Navigation
 from afnet.layers.spatial import upsample_cells
+from afnet.models import TSN
 
 __all__ = ["FlopCount", "count_flops"]
 
@@ -61,21 +67,28 @@ def _module_macs(module: nn.Module, out: torch.Tensor) -> float:
 
 @torch.no_grad()
 def count_flops(
-    model: nn.Module,
+    model: TSN,
     video: torch.Tensor,
     masks: Optional[List[torch.Tensor]] = None,
     spatial_masks: Optional[List[torch.Tensor]] = None,
 ) -> FlopCount:
     """Count the FLOPs of ``model`` on ``video`` ``[N, T, 3, H, W]``, per video.
 
-    The model runs in eval mode (its navigation decides the masks unless ``masks`` forces them):
-    once densely, where every layer's shape is seen, for the paper convention, and once with
-    the inference engine, whose counters give the executed MACs. Mode and execution are
-    restored afterwards. With forced ``masks`` (``spatial_masks``) the navigation does not run,
-    so neither count includes it (about 1e-6 of the total).
+    A private copy of the model runs in eval mode with the model's settings (its navigation
+    decides the masks unless ``masks`` forces them; its frame budget applies): once densely,
+    where every layer's shape is seen, for the paper convention, and once frozen with the
+    inference engine, whose MAC counter gives the executed count. ``model`` is not changed. With
+    forced ``masks`` (``spatial_masks``) the navigation does not run, so neither count includes
+    it (about 1e-6 of the total).
     """
+    if not isinstance(model, TSN):
+        raise TypeError(
+            f"count_flops needs the model (afnet.create_model), got {type(model).__name__}: the paper count "
+            "reads the layers a frozen model no longer has"
+        )
+    work = copy.deepcopy(model).eval()
     n = video.shape[0]
-    names = {m: name for name, m in model.named_modules()}
+    names = {m: name for name, m in work.named_modules()}
     fraction: Dict[str, float] = {}
     paper = [0.0]
     module_macs = [0.0]
@@ -120,7 +133,7 @@ def count_flops(
         focal = args[1] if len(args) > 1 else kwargs["focal"]
         paper[0] += (focal.numel() + focal.shape[0] * focal.shape[1]) / n
 
-    for name, m in model.named_modules():
+    for name, m in work.named_modules():
         if isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(on_conv))
         elif isinstance(m, nn.Linear):
@@ -134,31 +147,36 @@ def count_flops(
         if re.fullmatch(r".*refine[^.]*\.\d+", name):
             hooks.append(m.register_forward_pre_hook(on_focal_block, with_kwargs=True))
 
-    was_training = model.training
-    execution = getattr(model, "execution", None)
-    kwargs = {k: v for k, v in (("masks", masks), ("spatial_masks", spatial_masks)) if v is not None}
-    try:
-        model.eval()
-        if execution is not None:
-            model.execution = "dense"
-        model(video, **kwargs)
-        dense_paper, dense_module_macs = paper[0], module_macs[0]
-        executed = dense_module_macs
-        if execution is not None:
-            model.execution = "sparse"
-        if execution is not None and model.runs_sparse:
-            module_macs[0] = 0.0
-            with count_macs() as counter:
-                model(video, **kwargs)
-            executed = module_macs[0] + counter.macs / n
-    finally:
+    settings = getattr(work, "settings", None)
+    gates = work.gates()
+    budget = frames_per_module(settings.frame_budget, work.num_segments, len(gates.temporal)) if settings else None
+    work.run_dense(video, masks=masks, spatial_masks=spatial_masks, frame_budget=budget,
+                   cell_budget=settings.cell_budget if settings else None)
+    for h in hooks:
+        h.remove()
+    dense_paper, executed = paper[0], module_macs[0]
+    if all(getattr(g, "is_binary", True) for g in gates.temporal):
+        counter = MacCounter()
+        frozen = freeze(work, execution="sparse")
+        # The engine's folded convs are counted by its MAC counter; the modules it runs as they
+        # are (gates, fusion, squeeze-excitation, the classifier) by hooks on their layers.
+        unfolded = [0.0]
+
+        def on_unfolded(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            unfolded[0] += _module_macs(module, out) / n
+
+        hooks = [
+            m.register_forward_hook(on_unfolded)
+            for top in frozen.unfolded_modules()
+            for m in top.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+        ]
+        frozen.run(video, masks=masks, spatial_masks=spatial_masks, counter=counter)
         for h in hooks:
             h.remove()
-        model.train(was_training)
-        if execution is not None:
-            model.execution = execution
+        executed = unfolded[0] + counter.macs / n
 
-    new_fc = getattr(model, "new_fc", None)
+    new_fc = getattr(work, "new_fc", None)
     if isinstance(new_fc, nn.Linear):
         # The released video counter's head: a C x C "fc" per frame, new_fc never counted.
         dense_paper += new_fc.in_features**2 * video.shape[1]

@@ -1,13 +1,12 @@
-"""``afnet make-demo-data``, ``afnet train`` and ``afnet plot-log``: their command lines."""
+"""``afnet train``: train an AF model with the paper's recipe (the built-in task without data flags)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.cli_args import add_device, check_device, float_in, int_at_least, require, size_arg
+from afnet.cli.args import add_device, check_device, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -49,16 +48,7 @@ _METAVARS = {
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
-    """Register ``make-demo-data``, ``train`` and ``plot-log``."""
-    d = sub.add_parser("make-demo-data", help="write the built-in task as .mp4 files with train/val/class lists",
-                       description="Write the built-in task (a square crossing a noisy background left to right or "
-                       "right to left, visible in a few frames) as H.264 .mp4 files, with train.txt, val.txt and "
-                       "classes.txt, in OUT_DIR. The same clips afnet train generates in memory.")
-    d.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    d.add_argument("--videos", type=int_at_least(2), default=200, help="clips in all (default 200; 20%% validate)")
-    d.add_argument("--seed", type=int_at_least(0), default=0, help="task seed (default 0, as afnet train)")
-    d.set_defaults(run=run_make_demo_data)
-
+    """Register ``train``."""
     t = sub.add_parser("train", help="train an AF model (the paper's recipe; built-in task without data flags)",
                        description="Train an AF model with the paper's recipe. Without data flags it trains a small "
                        "AF-ResNet18-TSM on the built-in task in a few CPU minutes. Under torchrun it runs DDP. "
@@ -78,24 +68,6 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="set any config key, e.g. --set lr_steps=[20,40] (repeatable)")
     t.set_defaults(run=run_train)
 
-    p = sub.add_parser("plot-log", help="PNG curves of a run's log.jsonl",
-                       description="Draw the curves of RUN_DIR/log.jsonl (losses, accuracy, selected ratios, lr, τ, "
-                       "GFLOPs) into RUN_DIR/training_curves.png (or --out).")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--out", type=Path, default=None, help="PNG path (default RUN_DIR/training_curves.png)")
-    p.set_defaults(run=run_plot_log)
-
-
-def run_make_demo_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    require(parser, "av")
-    from afnet.data.demo_files import write_demo_data
-
-    files = write_demo_data(args.out_dir, videos=args.videos, seed=args.seed)
-    print(f"wrote {args.videos} clips under {files.root}: {files.train_list.name}, {files.val_list.name}, "
-          f"{files.classes.name}\ntrain with: afnet train --data-root {files.root} --train-list {files.train_list} "
-          f"--val-list {files.val_list} --class-names {files.classes}")
-    return 0
-
 
 def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
     keys = [name[2:].replace("-", "_") for name, _, _ in _TRAIN_FLAGS] + ["shift", "flip", "sync_bn", "device"]
@@ -104,7 +76,7 @@ def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     require(parser, "yaml", "tqdm", "av", "matplotlib")
-    from afnet.checkpoint import CheckpointError, read_checkpoint
+    from afnet.tools.checkpoint import CheckpointError, read_checkpoint
     from afnet.data.lists import DataError
     from afnet.training.config import ConfigError, parse_assignment, resolve_config
     from afnet.training.trainer import train
@@ -129,20 +101,3 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ConfigError, DataError) as exc:
         parser.error(str(exc))
     return 0
-
-
-def run_plot_log(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    require(parser, "matplotlib")
-    from afnet.training.plots import plot_log
-
-    log = args.run_dir / "log.jsonl"
-    if not log.is_file():
-        parser.error(f"argument RUN_DIR: {log} does not exist")
-    out = args.out or args.run_dir / "training_curves.png"
-    plot_log(log, out)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: afnet train | afnet make-demo-data | afnet plot-log")

@@ -12,7 +12,15 @@ import sys
 from typing import List, Optional
 
 # Modules defining one subcommand each (``add_parser``), in the order ``--help`` lists them.
-COMMAND_MODULES = ("afnet.bench.cli", "afnet.training.cli", "afnet.training.cli_eval", "afnet.export_cli")
+COMMAND_MODULES = (
+    "afnet.cli.bench",
+    "afnet.cli.demo_data",
+    "afnet.cli.train",
+    "afnet.cli.plot_log",
+    "afnet.cli.evaluate",
+    "afnet.cli.predict",
+    "afnet.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

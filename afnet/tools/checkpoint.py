@@ -18,7 +18,7 @@ Wrapper prefixes are stripped from the keys: ``module.`` (``DataParallel`` /
 Every way a file can be unreadable (missing, empty, not a ``torch.save`` file, truncated,
 damaged, holding objects ``weights_only`` refuses, not a dict, a changed digest) raises one
 :class:`CheckpointError` naming the file and the cause. Our checkpoints' config is compared with
-the model's (:func:`afnet.models.factory.computation_config` says which fields count); a
+the model's (:func:`afnet.models.computation_config` says which fields count); a
 difference is refused unless ``check_config=False``. Missing, unexpected and wrongly shaped keys
 are fatal unless ``strict=False`` (partial loading, e.g. an ImageNet backbone fine-tuned onto new
 classes); a checkpoint sharing no key with the model is always an error.
@@ -41,8 +41,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from afnet.atomic_files import replace_file
-from afnet.models.factory import computation_config, create_model
+from afnet.tools.atomic_files import replace_file
+from afnet.engine import create_model
+from afnet.models import computation_config
 
 __all__ = [
     "CheckpointError",
