@@ -8,6 +8,7 @@ four dtypes, and misaligned storage. Outputs are poisoned (NaN) before the kerne
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import afnet_kernels as ak
+from afnet_kernels import _loader
 from afnet_kernels import reference as ref
 from conftest import assert_close_lowp, cpu_and_cuda, needs_cuda, poisoned_outputs
 from test_ops import ALL_DTYPES, FLOAT_DTYPES, LAYOUTS, _i, misaligned, randn, raised, same_layout
@@ -491,3 +493,137 @@ def test_gather_tiles_beyond_2_31_elements(device):
     out = ak.gather_tiles(x, index, 4, (h, w), 1, 1, t, 8)
     local = torch.where(index >= 0, index - (rows - t) * per_row, -1)
     assert torch.equal(out, ref.gather_tiles(tail, local, 4, (h, w), 1, 1, t, 8))
+
+
+# --- 32-bit index arithmetic of the CUDA kernels -----------------------------------------------
+#
+# The CUDA tile kernels divide by FastDivmod (common/tiles.h) and compute cells through
+# FastTileGrid. The CPU kernels run the same FastTileGrid whenever it holds the sizes, so every
+# CPU test above checks it; FastDivmod itself is checked here through a test hook of the CPU
+# library, and the 64-bit fallback of the CPU kernels (and CUDA's refusal) below.
+
+MAX_32 = 2**31 - 1
+
+
+def fast_divmod(n: torch.Tensor, d: int):
+    """(status, n // d, n % d) by the kernels' FastDivmod (status -1: an argument out of range)."""
+    hook = ctypes.CDLL(_loader._origin("_C")).afnet_kernels_fast_divmod
+    hook.restype = ctypes.c_int
+    hook.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    n = n.to(torch.int64).contiguous()
+    q, r = torch.full_like(n, -7), torch.full_like(n, -7)
+    status = hook(n.data_ptr(), n.numel(), d, q.data_ptr(), r.data_ptr())
+    return status, q, r
+
+
+def _edge_values() -> List[int]:
+    """0, 1, small numbers, powers of two and their neighbours, and values near 2^31."""
+    values = set(range(0, 18)) | {MAX_32 - i for i in range(4)} | {10**k for k in range(10)}
+    for k in range(32):
+        values |= {2**k - 1, 2**k, 2**k + 1}
+    return sorted(v for v in values if 0 <= v <= MAX_32)
+
+
+def test_fast_divmod_matches_integer_division():
+    g = torch.Generator().manual_seed(50)
+    edges = _edge_values()
+    # Divisors: the edge values, and log-uniform random ones (every magnitude up to 2^31).
+    random_divisors = (2.0 ** (torch.rand(300, generator=g, dtype=torch.float64) * 31)).long().clamp(1, MAX_32)
+    divisors = sorted({v for v in edges if v >= 1} | set(random_divisors.tolist()))
+    random_n = torch.randint(0, MAX_32 + 1, (2000,), generator=g)
+    small_n = torch.randint(0, 1 << 16, (500,), generator=g)
+    for d in divisors:
+        top = MAX_32 // d * d  # the largest multiple of d in range
+        around = {d - 1, d, d + 1, 2 * d - 1, 2 * d, top - 1, top, top + 1, top + d - 1}
+        n = torch.cat([torch.tensor(edges + sorted(v for v in around if 0 <= v <= MAX_32)), random_n, small_n])
+        status, q, r = fast_divmod(n, d)
+        assert status == 0, d
+        wrong = (q != n // d) | (r != n % d)
+        assert not wrong.any(), f"d={d}: n={n[wrong][:5].tolist()} gave q={q[wrong][:5].tolist()}"
+
+
+def test_fast_divmod_refuses_arguments_out_of_range():
+    n = torch.tensor([0, 5])
+    for d in (0, -1, 2**31):
+        assert fast_divmod(n, d)[0] == -1
+    for bad in (-1, 2**31):
+        assert fast_divmod(torch.tensor([3, bad]), 3)[0] == -1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gather_tiles_at_the_32_bit_limit(device):
+    """46340 x 46340 one-pixel cells: 2147395600 cells and Gh x H_out just below 2^31, the
+    largest the 32-bit cell arithmetic holds (the CPU kernels run it too); cell ids up to the
+    last, divided by a divisor of the same size."""
+    side = 46340
+    assert side * side <= MAX_32 < (side + 1) ** 2
+    x = randn((1, 2, side, 3), torch.float32, device, seed=56)
+    last = side * side - 1
+    index = torch.tensor([last, (side - 1) * side, (side - 1) * side + 2, 20000 * side + 1, side + 3, 1, 0, -1],
+                         device=device)
+    args = (x, index, side, side, 1, 1)
+    with poisoned_outputs():
+        out = ak.gather_tiles(*args)
+    check_against(out, ref.gather_tiles(*args))
+    assert (out[1:5].flatten(1).abs().sum(1) > 0).all()  # cells over the image's columns, rows near the end
+
+
+# Cell arithmetic the 32-bit form cannot hold: Gh * H_out and rows * Gh * Gw must stay below 2^31.
+CUDA_REFUSES = r"the CUDA kernels compute cells in 32 bits"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gather_tiles_beyond_32_bit_cells(device):
+    """Gh x H_out = 50000 x 50000 > 2^31 - 1: the CPU kernels fall back to 64-bit cell
+    arithmetic (forward and backward, with the shift); CUDA refuses with a message."""
+    grid, out_size, t = (50000, 2), (50000, 5), 2
+    x = randn((2 * t, 3, 4, 5), torch.float64, device, seed=51)
+    cells = [(row, cy, cx) for row in (0, 1, 3) for cy in (0, 1, 2, 3, 49999) for cx in (0, 1)]
+    index = torch.tensor([(row * grid[0] + cy) * grid[1] + cx for row, cy, cx in cells] + [-1], device=device)
+    args = (x, index, grid, out_size, 1, 1, t, 3)
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match=CUDA_REFUSES):
+            ak.gather_tiles(*args)
+        return
+    with poisoned_outputs():
+        out = ak.gather_tiles(*args)
+    check_against(out, ref.gather_tiles(*args))
+    assert out.abs().sum() > 0  # the first cells' tiles overlap the image
+    grad = randn(out.shape, torch.float64, device, seed=52)
+    with poisoned_outputs():
+        got = OPS._gather_tiles_backward(grad, index, list(grid), list(out_size), [4, 5], 2 * t, 1, 1, t, 3)
+    x_ = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(ref.gather_tiles(x_, *args[1:]), x_, grad)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scatter_tiles_beyond_32_bit_cells(device):
+    """One-pixel cells along H_out = 46341 rows: Gh x H_out = 46341^2 > 2^31 - 1."""
+    height = 46341
+    base = randn((1, 2, height, 1), torch.float32, device, seed=53)
+    index = torch.tensor([0, 5, -1, height - 1], device=device)
+    src = randn((4, 2, 1, 1), torch.float32, device, seed=54)
+    fill = randn((2,), torch.float32, device, seed=55)
+    args = (base, src, index, (height, 1), fill, True)
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match=CUDA_REFUSES):
+            ak.scatter_tiles(*args)
+        return
+    with poisoned_outputs():
+        out = ak.scatter_tiles(*args)
+    check_against(out, ref.scatter_tiles(*args))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gather_tiles_frames_beyond_2_31_elements_on_cuda(device):
+    """Frames of x of 2^32 elements (x has no rows, so no memory): the CUDA kernels address
+    inside a frame in 32 bits and refuse them; the CPU gathers the zero (padding) tile."""
+    x = torch.empty((0, 2**16, 2**8, 2**8), device=device)
+    index = torch.tensor([-1], device=device)
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match=r"frames of x of more than 2\^31 - 1 elements"):
+            ak.gather_tiles(x, index, 1, 1, 1, 1)
+        return
+    out = ak.gather_tiles(x, index, 1, 1, 1, 1)
+    assert out.shape == (1, 2**16, 3, 3) and not out.any()

@@ -5,6 +5,10 @@
 // image), plane by plane (contiguous) or pixel by pixel with the TSM classes
 // as runs of channels (channels_last). The scatter walks output pixel rows,
 // each meeting one row of cells, in memory order.
+//
+// The cell arithmetic (tile_window, cell_of, cell_start) runs through the
+// 32-bit FastTileGrid the CUDA kernels use whenever it holds the sizes
+// (with_tile_geometry), so these kernels' tests check it too.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -46,6 +50,18 @@ void with_element_bits(int64_t item, const Fn& fn) {
     case 4: fn(uint32_t{}); break;
     case 8: fn(uint64_t{}); break;
     default: TORCH_CHECK(false, "afnet_kernels: unsupported element size ", item);
+  }
+}
+
+// Runs fn(geometry) with the FastTileGrid of g when it holds g's sizes (the
+// CUDA kernels' arithmetic), else with g itself (64 bits). Both offer
+// tile_window(geometry, id), .y/.x.start(i), .y/.x.cell(p) and .id(row, cy, cx).
+template <typename Fn>
+void with_tile_geometry(const TileGrid& g, const Fn& fn) {
+  if (const std::optional<FastTileGrid> fast = fast_tile_grid(g)) {
+    fn(*fast);
+  } else {
+    fn(g);
   }
 }
 
@@ -115,16 +131,20 @@ at::Tensor gather_tiles_cpu(const at::Tensor& x_in, const at::Tensor& index_in,
     };
     // Task k: a whole tile, in runs of channels read from one source row: one channel plane
     // at a time (contiguous), or a TSM class of channels at every pixel (channels_last).
-    parallel_tasks(count, C * th * tw, [&](int64_t k) {
-      const TileWindow w = tile_window(g, idx[k]);
-      for (int64_t c = 0; c < C;) {
-        const int64_t stop = !last ? c + 1 : fold > 0 ? shift_class_end(c, fold, C) : C;
-        const int64_t from = shifted_source_row(w.row, c, fold, num_segments);
-        E* tile = last ? op + k * th * tw * C + c : op + (k * C + c) * th * tw;
-        copy_window(tile, from < 0 ? xp : origin(w, from, c), w, th, tw, W, last ? stop - c : 1,
-                    last ? C : 1, from >= 0);
-        c = stop;
-      }
+    with_tile_geometry(g, [&](const auto& geometry) {
+      parallel_tasks(count, C * th * tw, [&](int64_t k) {
+        const TileWindow w = tile_window(geometry, idx[k]);
+        const ShiftedRows sources =
+            shifted_rows(w.row, fold > 0 && w.row >= 0 ? w.row % num_segments : 0, num_segments);
+        for (int64_t c = 0; c < C;) {
+          const int64_t stop = !last ? c + 1 : fold > 0 ? shift_class_end(c, fold, C) : C;
+          const int64_t from = sources.of(c, fold);
+          E* tile = last ? op + k * th * tw * C + c : op + (k * C + c) * th * tw;
+          copy_window(tile, from < 0 ? xp : origin(w, from, c), w, th, tw, W,
+                      last ? stop - c : 1, last ? C : 1, from >= 0);
+          c = stop;
+        }
+      });
     });
   });
   return out;
@@ -183,22 +203,24 @@ at::Tensor gather_tiles_backward_cpu(const at::Tensor& grad_in, const at::Tensor
             }
           }
         };
-        at::parallel_for(0, num_rows, 1, [&](int64_t lo, int64_t hi) {
-          for (int64_t r = lo; r < hi; ++r) {
-            for (int64_t c0 = 0; c0 < C;) {
-              const int64_t c1 = fold > 0 ? shift_class_end(c0, fold, C) : C;
-              // The row whose tiles read row r at these channels.
-              const int64_t reader = shifted_target_row(r, c0, fold, num_segments);
-              for (int64_t cell = 0; reader >= 0 && cell < g.cells_per_row(); ++cell) {
-                const int64_t id = reader * g.cells_per_row() + cell;
-                const TileWindow w = tile_window(g, id);
-                for (int64_t j = readers.start[id]; j < readers.start[id + 1]; ++j) {
-                  add_tile(r, readers.order[j], w, c0, c1);
+        with_tile_geometry(g, [&](const auto& geometry) {
+          at::parallel_for(0, num_rows, 1, [&](int64_t lo, int64_t hi) {
+            for (int64_t r = lo; r < hi; ++r) {
+              for (int64_t c0 = 0; c0 < C;) {
+                const int64_t c1 = fold > 0 ? shift_class_end(c0, fold, C) : C;
+                // The row whose tiles read row r at these channels.
+                const int64_t reader = shifted_target_row(r, c0, fold, num_segments);
+                for (int64_t cell = 0; reader >= 0 && cell < g.cells_per_row(); ++cell) {
+                  const int64_t id = reader * g.cells_per_row() + cell;
+                  const TileWindow w = tile_window(geometry, id);
+                  for (int64_t j = readers.start[id]; j < readers.start[id + 1]; ++j) {
+                    add_tile(r, readers.order[j], w, c0, c1);
+                  }
                 }
+                c0 = c1;
               }
-              c0 = c1;
             }
-          }
+          });
         });
       });
   return out;
@@ -211,10 +233,10 @@ at::Tensor gather_tiles_backward_cpu(const at::Tensor& grad_in, const at::Tensor
 // out = base + (src tile pixel of the cell, or fill), ReLU last. Each output
 // pixel row meets one row of cells; the positions in index of those cells come
 // from the inverse map of cell ids, so every output element has one writer.
-template <typename scalar_t, bool kRelu>
+template <typename scalar_t, bool kRelu, typename Geometry>
 void scatter_tile_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor& src,
                        const std::vector<int64_t>& inverse, const std::optional<at::Tensor>& fill,
-                       const TileGrid& g, bool last) {
+                       const TileGrid& g, const Geometry& geometry, bool last) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t C = base.size(1), H = base.size(2), W = base.size(3);
   const int64_t sh = g.y.size, sw = g.x.size;
@@ -224,7 +246,7 @@ void scatter_tile_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor
   const bool per_channel = fill && fill->dim() == 1;
   scalar_t* op = out.data_ptr<scalar_t>();
   std::vector<int64_t> x_start(g.x.cells + 1);
-  for (int64_t cx = 0; cx <= g.x.cells; ++cx) x_start[cx] = g.x.start(cx);
+  for (int64_t cx = 0; cx <= g.x.cells; ++cx) x_start[cx] = geometry.x.start(cx);
 
   // `count` elements from output offset o: base + (src at s, or the fill at
   // frame offset f, of `channel` when contiguous).
@@ -248,9 +270,9 @@ void scatter_tile_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor
     // Task: one output pixel row (r, y); each cell it meets is one run of n*C elements.
     parallel_tasks(base.size(0) * H, W * C, [&](int64_t task) {
       const int64_t r = task / H, y = task % H;
-      const int64_t cy = g.y.cell(y), dy = y - g.y.start(cy);
+      const int64_t cy = geometry.y.cell(y), dy = y - geometry.y.start(cy);
       for (int64_t cx = 0; cx < g.x.cells; ++cx) {
-        const int64_t k = inverse[g.id(r, cy, cx)];
+        const int64_t k = inverse[geometry.id(r, cy, cx)];
         const int64_t x0 = x_start[cx], n = x_start[cx + 1] - x0;
         const int64_t o = ((r * H + y) * W + x0) * C;
         segment(o, n * C, k >= 0 ? sp + (k * sh + dy) * sw * C : nullptr, (y * W + x0) * C, 0);
@@ -267,10 +289,11 @@ void scatter_tile_rows(at::Tensor& out, const at::Tensor& base, const at::Tensor
     segment(plane, H * W, nullptr, c * H * W, c);
     for (int64_t cy = 0; cy < g.y.cells; ++cy) {
       for (int64_t cx = 0; cx < g.x.cells; ++cx) {
-        const int64_t k = inverse[g.id(r, cy, cx)];
+        const int64_t k = inverse[geometry.id(r, cy, cx)];
         if (k < 0) continue;
         const int64_t x0 = x_start[cx], n = x_start[cx + 1] - x0;
-        for (int64_t y = g.y.start(cy), dy = 0; y < g.y.start(cy + 1); ++y, ++dy) {
+        const int64_t y0 = geometry.y.start(cy), y1 = geometry.y.start(cy + 1);
+        for (int64_t y = y0, dy = 0; y < y1; ++y, ++dy) {
           segment(plane + y * W + x0, n, sp + ((k * C + c) * sh + dy) * sw, 0, c);
         }
       }
@@ -293,16 +316,16 @@ at::Tensor scatter_tiles_cpu(const at::Tensor& base_in, const at::Tensor& src_in
   if (fill_in.has_value() && fill_in->defined()) fill = fill_in_row_layout(*fill_in, format);
   at::Tensor out = at::empty_like(base, base.options().memory_format(format));
   const bool last = format == at::MemoryFormat::ChannelsLast;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_tiles_cpu",
-                                  [&] {
-                                    if (relu) {
-                                      scatter_tile_rows<scalar_t, true>(out, base, src, inverse,
-                                                                        fill, g, last);
-                                    } else {
-                                      scatter_tile_rows<scalar_t, false>(out, base, src, inverse,
-                                                                         fill, g, last);
-                                    }
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_tiles_cpu", [&] {
+        with_tile_geometry(g, [&](const auto& geometry) {
+          if (relu) {
+            scatter_tile_rows<scalar_t, true>(out, base, src, inverse, fill, g, geometry, last);
+          } else {
+            scatter_tile_rows<scalar_t, false>(out, base, src, inverse, fill, g, geometry, last);
+          }
+        });
+      });
   return out;
 }
 
@@ -316,3 +339,20 @@ TORCH_LIBRARY_IMPL(afnet_kernels, CPU, m) {
 
 }  // namespace cpu
 }  // namespace afnet_kernels
+
+// Test hook, no op (tests/test_tile_ops.py calls it through ctypes): q[i] = n[i] / d and
+// r[i] = n[i] % d by the FastDivmod of the tile kernels, for count dividends. Returns 0, or -1
+// (computing nothing further) for a divisor or dividend outside [1 or 0, 2^31 - 1].
+extern "C" __attribute__((visibility("default"))) int afnet_kernels_fast_divmod(
+    const int64_t* n, int64_t count, int64_t d, int64_t* q, int64_t* r) {
+  using afnet_kernels::kMaxIndex32;
+  if (d < 1 || d > kMaxIndex32) return -1;
+  const afnet_kernels::FastDivmod divider = afnet_kernels::make_fast_divmod(static_cast<uint32_t>(d));
+  for (int64_t i = 0; i < count; ++i) {
+    if (n[i] < 0 || n[i] > kMaxIndex32) return -1;
+    uint32_t rem = 0;
+    q[i] = divider.divmod(static_cast<uint32_t>(n[i]), &rem);
+    r[i] = rem;
+  }
+  return 0;
+}
