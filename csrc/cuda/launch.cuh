@@ -5,6 +5,7 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/util/Exception.h>
@@ -143,6 +144,10 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Grid of the elementwise row kernels: blockIdx.y/threadIdx.y walk rows,
 // blockIdx.x/threadIdx.x walk the packs of a row. Short rows share a block so
 // that no thread idles on a frame of a few packs.
+//
+// The 32-bit pack loop cannot wrap: with row_packs <= 2^31 - 1 and bx a power
+// of two, gx * bx is the multiple of bx just at or above row_packs, at most
+// 2^31, so p + grid_pack_stride() < 2^31 + 2^31 for p < row_packs.
 struct RowGrid {
   dim3 grid;
   dim3 block;
@@ -166,11 +171,11 @@ __device__ __forceinline__ int64_t grid_row_stride() {
 __device__ __forceinline__ uint32_t grid_pack_begin() { return blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ uint32_t grid_pack_stride() { return gridDim.x * blockDim.x; }
 
+// SMs of the current device. Torch reads each device's properties once and
+// keeps them (a call_once per device, thread-safe), so a launch costs no
+// driver query.
 inline int multiprocessor_count() {
-  int value = 0;
-  C10_CUDA_CHECK(
-      cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-  return value;
+  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
 }
 
 // Grid of the channels_last reductions over pixels: a block covers one frame,
