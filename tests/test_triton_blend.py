@@ -17,6 +17,7 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed")
 
 from afnet_kernels import reference  # noqa: E402
+from conftest import cpu_and_cuda, needs_cuda  # noqa: E402
 
 _SOURCE = Path(reference.__file__).with_name("triton_blend.py")
 
@@ -49,8 +50,9 @@ def _module(device: str) -> ModuleType:
     return _MODULES[interpret]
 
 
-_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
-DEVICES = ["cpu", pytest.param("cuda", marks=_CUDA)]
+# "cpu" runs the interpreter everywhere; "cuda" carries the `cuda` marker (pytest -m cuda)
+# and is skipped with a reason when no GPU is visible.
+DEVICES = cpu_and_cuda()
 
 # (rows, C, H, W, h, w): factor 2, non-integer factors, identity, 1x1, downsampling.
 # Height and width scales differ, so swapping the axes fails.
@@ -109,7 +111,7 @@ def test_matches_reference(device, shape, channels_last, relu):
 
 
 @pytest.mark.usefixtures("poisoned_outputs")
-@_CUDA
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_half_precision_on_gpu(dtype, channels_last):
