@@ -37,7 +37,7 @@ for s in "${steps[@]}"; do
     build) step build $PY -m pip install --no-build-isolation --no-deps -e . || exit 1
            $PY -c "import afnet_kernels, json; print(json.dumps(afnet_kernels.backends()))" ;;
     test-gpu) step test-gpu $PY -m pytest -q -ra -m cuda tests ;;
-    bench-ops) step bench-ops $PY benchmarks/ops.py --device cuda --dtype bfloat16 --out "$OUT/ops" ;;
+    bench-ops) step bench-ops $PY benchmarks/ops.py --device cuda --dtype bfloat16 --channels-last --out "$OUT/ops" ;;
     bench) step bench $PY -m afnet bench --device cuda --out "$OUT/bench" $BENCH_ARGS ;;
     sweep) step sweep $PY -m afnet bench --device cuda --batch-sweep 1,8,32 --out "$OUT/sweep" $BENCH_ARGS ;;
     *) echo "unknown step $s"; exit 2 ;;

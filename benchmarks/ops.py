@@ -23,6 +23,9 @@ table (stdout and ops.txt), ops.json and ops.csv under --out (default
 benchmarks/results/<device>-<date>/).
 
 Usage: python benchmarks/ops.py [--device cpu|cuda|all] [--quick] [--sizes 256x56,512x28] [--cell-px 7]
+       [--dtype bfloat16] [--channels-last]
+``--channels-last`` times every op, the tile ops included, on channels_last tensors, the layout
+the models run in (benchmarks/gpu_session.sh passes it, with bfloat16).
 """
 
 from __future__ import annotations
