@@ -144,7 +144,8 @@ def select_frames(
             selected frames, and entries past ``K`` are -1 (padding-bucket mode).
             None: ``K' = K`` (a host read).
         validate: check ``num_selected >= K`` (a host read). Without it and with
-            ``num_selected`` given, nothing is read back.
+            ``num_selected`` given, nothing is read back: the check still runs, at once on the
+            CPU and as a device-side assert on CUDA (outside a traced graph).
 
     Returns:
         ``index``: int64 ``[K']``, the selected rows ``n*T + t`` in ascending order, then -1.
@@ -162,6 +163,16 @@ def select_frames(
         length = count if num_selected is None else num_selected
     else:
         length = num_selected
+        if not torch.compiler.is_compiling():
+            # Never truncate silently: dropping selected rows would hand other rows F(0). As the
+            # kernels do without validate, the check runs where the data is: at once on the CPU,
+            # as a device-side assert on CUDA (no host sync). A traced graph (compile, export)
+            # runs only with counts that are static by construction (budgets, fixed policies).
+            torch._assert_async(
+                flat.sum() <= num_selected,
+                f"select_frames: num_selected={num_selected} is smaller than the number of frames the mask "
+                f"selects (of {rows}); pass None, or a value >= that count",
+            )
     # Position k holds the row whose inverse is k: the selected rows ascending, then -1. No sort,
     # so the graph exports to ONNX (which has no stable sort).
     index = inverse_index(inverse, rows)
