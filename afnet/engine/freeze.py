@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import weakref
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -76,7 +77,7 @@ class FrozenTSN(nn.Module):
             raise ValueError("freeze needs binary navigation; a soft_weights model runs only the dense computation")
         settings = self._requested.checked(gates.temporal, gates.spatial, model.config)
         if settings.memory_format is None:  # one layout per snapshot: inputs are converted to it
-            settings = settings.with_(memory_format=torch.channels_last)
+            settings = replace(settings, memory_format=torch.channels_last)
         weight = next(model.parameters())
         self.plan: InferencePlan = build_plan(model.base_model.describe(), settings.memory_format)
         self.settings = settings
@@ -191,10 +192,10 @@ def freeze(
         raise TypeError(f"freeze needs an afnet model (afnet.create_model), got {type(model).__name__}")
     settings = getattr(model, "settings", InferenceSettings())
     if settings.execution == "dense":
-        settings = settings.with_(execution="sparse")
+        settings = replace(settings, execution="sparse")
     given = dict(
         frame_budget=frame_budget, cell_budget=cell_budget, memory_format=memory_format, backend=backend,
         execution=execution, pad_counts=pad_counts,
     )
-    settings = settings.with_(**{k: v for k, v in given.items() if v is not _UNSET})
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not _UNSET})
     return FrozenTSN(model, settings)

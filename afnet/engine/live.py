@@ -17,12 +17,13 @@ with an error that points there (a compiled graph would keep the weights it was 
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from afnet.engine.budget import FrameBudget, frames_per_module
+from afnet.engine.budget import frames_per_module
 from afnet.engine.counters import active_counter
 from afnet.engine.folding import memory_format_of
 from afnet.engine.plan import InferencePlan, build_plan
@@ -73,6 +74,20 @@ class _LivePlans:
         return _LivePlans()  # a copy has other modules: its plans are rebuilt from them
 
 
+class _Setting:
+    """An attribute of the live model backed by the field of the same name of its
+    :class:`~afnet.engine.runtime.InferenceSettings`, checked when assigned."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Optional["LiveTSN"], owner: type) -> Any:
+        return self if model is None else getattr(model._settings, self.name)
+
+    def __set__(self, model: "LiveTSN", value: Any) -> None:
+        model._set(**{self.name: value})
+
+
 class LiveTSN(TSN):
     """The video model :func:`create_model` returns: the description plus inference settings.
 
@@ -91,72 +106,25 @@ class LiveTSN(TSN):
         #: ``"sparse"``, ``"folded"`` or ``"dense"``: the path the last forward took.
         self.last_execution: Optional[str] = None
 
-    # -- settings -----------------------------------------------------------------------------
+    # -- settings: each one field of InferenceSettings, checked on assignment -------------------
+    execution = _Setting()
+    backend = _Setting()
+    frame_budget = _Setting()
+    cell_budget = _Setting()
+    pad_counts = _Setting()
+    memory_format = _Setting()
+
     @property
     def settings(self) -> InferenceSettings:
-        """The inference settings (set them through the properties below)."""
+        """The inference settings (set them through the attributes above)."""
         return self._settings
 
     def _set(self, **changes: Any) -> None:
-        settings = self._settings.with_(**changes)
+        settings = replace(self._settings, **changes)
         if "frame_budget" in changes or "cell_budget" in changes:
             gates = self.gates()
             settings = settings.checked(gates.temporal, gates.spatial, self.config)
         self._settings = settings
-
-    @property
-    def execution(self) -> str:
-        return self._settings.execution
-
-    @execution.setter
-    def execution(self, value: str) -> None:
-        self._set(execution=value)
-
-    @property
-    def backend(self) -> str:
-        return self._settings.backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        self._set(backend=value)
-
-    @property
-    def frame_budget(self) -> FrameBudget:
-        """None (threshold rule), a ratio in (0, 1] for every navigation module, or one ratio per
-        navigation module in forward order. Each module then keeps exactly
-        ``floor(r·T + 1/2)`` frames of every video in eval: the largest keep margins."""
-        return self._settings.frame_budget
-
-    @frame_budget.setter
-    def frame_budget(self, value: FrameBudget) -> None:
-        self._set(frame_budget=value)
-
-    @property
-    def cell_budget(self) -> Optional[float]:
-        """The ratio of cells learned spatial gates keep per frame in eval (None: ``rs`` under a
-        frame budget, else their threshold rule)."""
-        return self._settings.cell_budget
-
-    @cell_budget.setter
-    def cell_budget(self, value: Optional[float]) -> None:
-        self._set(cell_budget=value)
-
-    @property
-    def pad_counts(self) -> Optional[str]:
-        """None (exact counts) or ``"pow2"`` (counts read by the threshold rule padded to powers of two)."""
-        return self._settings.pad_counts
-
-    @pad_counts.setter
-    def pad_counts(self, value: Optional[str]) -> None:
-        self._set(pad_counts=value)
-
-    @property
-    def memory_format(self) -> Optional[torch.memory_format]:
-        return self._settings.memory_format
-
-    @memory_format.setter
-    def memory_format(self, value: Optional[torch.memory_format]) -> None:
-        self._set(memory_format=value)
 
     @property
     def runs_sparse(self) -> bool:
@@ -246,35 +214,18 @@ def create_model(
     dropout: float = 0.5,
     **options: Any,
 ) -> LiveTSN:
-    """An AF video model: ``model(video [N, T, 3, H, W]) -> logits [N, num_classes]``.
+    """An AF video model: ``model(video [N, T, 3, H, W]) -> logits [N, num_classes]``, the live
+    :class:`LiveTSN` of architecture ``arch`` (``afnet.models.architectures()``).
 
     Args:
-        arch: a registered architecture (``afnet.models.architectures()``): ``af_resnet18``,
-            ``af_resnet34``, ``af_resnet50``, ``af_resnet101`` or ``af_mobilenetv3``.
-        num_classes: output classes.
-        num_segments: T, frames per video.
+        num_classes: output classes. num_segments: T, frames per video.
         shift: TSM in the residual branches (AFNet-TSM). AF-MobileNetV3 always shifts.
         policy: ``navigation`` (learned gates) or a fixed policy ``random``/``uniform``/``normal``.
-        rt: in (0, 1]. With a fixed policy, the ratio of selected frames (required). With
-            ``navigation``, the training target ratio: the target of the ratio loss that
-            ``afnet train`` uses by default; it does not change the forward.
+        rt: in (0, 1]. With a fixed policy, the ratio of selected frames (required); with
+            ``navigation``, the target of the training's ratio loss (it does not change the forward).
         dropout: before the classifier, in [0, 1).
-        options: per architecture (``afnet.models.architecture(arch).options``, defaults = the
-            released code):
-
-            - ``mix_frames`` (False): True makes navigation mix all T frames (paper Eq. 3);
-            - ``fusion`` (``"dynamic"``): or ``"additive"`` (paper Table 8);
-            - ``fill_zero_response`` (True): unselected frames get ``F(0)`` as released;
-              False gives them the residual only, as the paper describes;
-            - ``soft_weights`` (False): the paper's soft-weights navigation (dense execution only);
-            - AF-ResNets only: ``alpha`` (2), the ample width divisor, and ``focal_groups`` (2),
-              the groups of the focal convs; both must divide every AF-stage width;
-            - AF-ResNets only, spatial navigation (paper §3.3): ``spatial`` (False);
-              ``spatial_policy`` (``"navigation"``, or fixed ``"random"``/``"center"``);
-              ``rs``, the ratio of computed cells of the selected frames (required by the fixed
-              policies, the ratio-loss target for navigation); ``grid`` (``(4, 4, 2)``): cells
-              per side in layer1..3, or one int for all; ``first_layer_navigation`` (False): one
-              temporal navigation after the stem decides the frames of every focal block.
+        options: the architecture's own (``afnet.models.architecture(arch).options`` holds them with
+            their defaults, the released behaviour; the README's table says what each does).
 
     Raises ``ValueError``/``TypeError`` naming the argument for any invalid value, before
     building anything. ``model.config`` holds every argument, defaults filled in. The model

@@ -72,10 +72,6 @@ class InferenceSettings:
         cell_budget = check_cell_budget(spatial_gates, frame_budget, self.cell_budget, config)
         return replace(self, frame_budget=frame_budget, cell_budget=cell_budget)
 
-    def with_(self, **changes: Any) -> "InferenceSettings":
-        """A copy with ``changes``, checked again by ``__post_init__``."""
-        return replace(self, **changes)
-
 
 def run_engine(
     plan: InferencePlan,
