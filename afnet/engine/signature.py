@@ -47,20 +47,34 @@ class StateSignature(tuple):
     requires_grad: bool
 
 
+def _settings_of(kind: type) -> Tuple[str, ...]:
+    names = _SETTINGS_OF.get(kind)
+    if names is None:
+        names = _SETTINGS_OF[kind] = PLAN_SETTINGS.get(kind) or tuple(getattr(kind, "plan_settings", ()))
+    return names
+
+
+_SETTINGS_OF: Dict[type, Tuple[str, ...]] = {}
+
+
 def state_signature(module: nn.Module) -> StateSignature:
     """Changes whenever a parameter or buffer of ``module`` is modified in place (version counter),
     reassigned, or moved to another storage, dtype or device; whenever a module is replaced; and
     whenever a setting the plan bakes in changes (:data:`PLAN_SETTINGS`, ``plan_settings``).
-    One walk of the module tree."""
+    One walk of the module tree (it runs before every eval forward of a live model: kept lean)."""
     facts: List[Hashable] = []
     requires_grad = False
     for m in module.modules():
-        names = PLAN_SETTINGS.get(type(m)) or getattr(m, "plan_settings", ())
-        facts.append((id(m), tuple(getattr(m, name) for name in names)))
-        for t in (*m._parameters.values(), *m._buffers.values()):
+        facts.append(id(m))
+        for name in _settings_of(type(m)):
+            facts.append(getattr(m, name))
+        for t in m._parameters.values():
             if t is not None:
                 facts.append((id(t), tensor_version(t), t.data_ptr(), t.dtype, t.device))
                 requires_grad = requires_grad or t.requires_grad
+        for t in m._buffers.values():
+            if t is not None:
+                facts.append((id(t), tensor_version(t), t.data_ptr(), t.dtype, t.device))
     signature = StateSignature(facts)
     signature.requires_grad = requires_grad
     return signature
