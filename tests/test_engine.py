@@ -473,3 +473,24 @@ def test_threshold_rule_breaks_the_graph_only_at_its_per_stage_read() -> None:
         explanation = torch._dynamo.explain(frozen)(video)
     sites = {(frame.filename.rsplit("/", 1)[-1], frame.name) for b in explanation.break_reasons for frame in b.user_stack[-1:]}
     assert explanation.graph_break_count >= 3 and sites == {("selection.py", "count_selected")}, sites
+
+
+def test_residual_adds_write_into_dead_shortcuts() -> None:
+    """On oneDNN every residual block's last conv adds into its shortcut in place (a fresh
+    downsample output, or an input nobody reads later): no block allocates a new output. The
+    stage input, which the focal branch still needs after the first ample block, is never written."""
+    model = build_model("af_resnet18", 3)
+    frozen = afnet.freeze(model)
+    video = torch.randn(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(21))
+    with torch.no_grad():
+        expected = frozen(video)
+        with OpCounter() as ops_run:
+            out = frozen(video)
+    in_place = ops_run.count("mkldnn._convolution_pointwise_.binary")
+    copies = ops_run.count("mkldnn._convolution_pointwise.binary")
+    # AF-ResNet18: per AF stage 1 ample + 1 fuse block, plus 2 layer4 blocks: all residual.
+    assert (in_place, copies) == (3 * 2 + 2, 0)
+    assert torch.equal(out, expected)
+    model.execution = "dense"
+    with torch.no_grad():
+        assert relative_error(out, model(video)) < 1e-5

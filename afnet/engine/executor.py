@@ -40,8 +40,9 @@ def _shortcut(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> Optio
     return x if block.shortcut is None else run_steps(block.shortcut, x, ctx)
 
 
-def run_block(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> torch.Tensor:
-    """A residual block on every frame of ``x`` ``[N*T, C, H, W]``."""
+def run_block(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext, owns_input: bool = False) -> torch.Tensor:
+    """A residual block on every frame of ``x`` ``[N*T, C, H, W]``. ``owns_input``: nobody reads
+    ``x`` after this block, so an identity shortcut may receive the block's output in place."""
     shortcut = _shortcut(block, x, ctx)
     if block.shift_div:
         x = shift_frames(x, block.num_segments, block.shift_div, ctx.ops)
@@ -49,9 +50,10 @@ def run_block(block: BlockPlan, x: torch.Tensor, ctx: ExecutionContext) -> torch
     y = run_steps(head, x, ctx)
     if shortcut is None:
         return last(y, ctx)
-    # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass.
+    # The last conv (BN folded) adds the shortcut and applies the ReLU in one pass, into the
+    # shortcut when that is a fresh tensor or a dead input: one full-size allocation fewer.
     assert isinstance(last, FoldedConv), "a residual branch ends in a conv with its BN"
-    return last.add(y, shortcut, block.relu, ctx)
+    return last.add(y, shortcut, block.relu, ctx, into=owns_input or block.shortcut is not None)
 
 
 def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tensor:
@@ -144,7 +146,7 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
         decisions.append(ctx.decide(gate, base))
         if spatial_gate is not None:
             cells.append(ctx.decide_cells(spatial_gate, base, x.shape[-2:]))
-        base = run_block(ample_block, base, ctx)
+        base = run_block(ample_block, base, ctx, owns_input=base is not x)  # x: the focal branch's too
     refine = x
     if ctx.skip_frames:
         selections = select_stage(decisions, ctx.ops, cells or None, ctx.pad_counts)
@@ -157,7 +159,7 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
         base = run_steps(stage.transform, base, ctx)
     out = stage.fusion(base, refine, relu=stage.fusion_relu, ops=ctx.ops)
     for block in stage.fuse:
-        out = run_block(block, out, ctx)
+        out = run_block(block, out, ctx, owns_input=True)
     return out, [d.mask for d in decisions if not d.shared]
 
 
@@ -170,11 +172,12 @@ def run_plan(plan: InferencePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tup
     # costs the fused epilogues), where isfinite().all() makes five.
     ctx.exact = ctx.exact or (onednn_applies(x) and not bool(x.sum().isfinite()))
     masks: List[torch.Tensor] = []
+    frames = x  # the caller's tensor (a view of the video): never written
     for part in plan.parts:
         if isinstance(part, LayersPlan):
             x = run_steps(part.steps, x, ctx)
         elif isinstance(part, BlockPlan):
-            x = run_block(part, x, ctx)
+            x = run_block(part, x, ctx, owns_input=x is not frames)
         elif isinstance(part, StagePlan):
             x, stage_masks = run_stage(part, x, ctx)
             masks += stage_masks

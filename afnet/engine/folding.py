@@ -177,17 +177,24 @@ class FoldedConv:
             options.counter.record(self.weight, self.groups, y)
         return y
 
-    def add(self, x: torch.Tensor, other: torch.Tensor, relu: bool, options: StepOptions = PLAIN) -> torch.Tensor:
+    def add(
+        self, x: torch.Tensor, other: torch.Tensor, relu: bool, options: StepOptions = PLAIN, *, into: bool = False
+    ) -> torch.Tensor:
         """``conv(x) + other``, then ReLU if ``relu``; one fused pass on oneDNN.
 
-        ``other`` has the output's shape and is not modified. Only for convs without activation.
+        ``other`` has the output's shape. With ``into``, the caller gives ``other`` away (a residual
+        nobody reads afterwards): on oneDNN the result is written into it (the binary post-op in
+        place), so no new output is allocated; otherwise ``other`` is not modified. Only for convs
+        without activation.
         """
         if self.activation is not None:
             raise ValueError("FoldedConv.add needs a conv without activation")
         fused_relu_ok = not (options.exact and relu)
         if self._onednn(x) and is_channels_last(other) and other.dtype == x.dtype and fused_relu_ok:
-            y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
+            fused = torch.ops.mkldnn._convolution_pointwise_.binary if into else torch.ops.mkldnn._convolution_pointwise.binary
+            first, second = (other, x) if into else (x, other)
+            y = fused(
+                first, second, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
                 self.groups, "add", 1.0, "relu" if relu else None, [], "",
             )
         else:
