@@ -25,6 +25,7 @@ import torch.nn as nn
 import afnet
 from afnet.engine import count_macs
 from afnet.layers import FixedPolicy, SpatialPolicy, count_for_ratio, num_kept
+from conftest import needs_cuda
 from model_utils import build_model, random_state_like, relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -328,3 +329,40 @@ def test_live_forward_walks_the_module_tree_once(monkeypatch) -> None:
     with torch.no_grad():
         frozen(video)
     assert walks == []
+
+
+# -- CUDA graphs: the runner holds what the graph reads ------------------------------------------------
+@needs_cuda
+def test_cuda_graph_of_a_frozen_model_keeps_its_memory_and_refuses_after_rebuild(no_tf32) -> None:
+    model = make_model().cuda()
+    video = clip().cuda()
+    frozen = afnet.freeze(model)
+    expected = dense(model, video)
+    runner = afnet.cuda_graph(frozen, video)
+    del frozen  # the runner holds the snapshot, its plan, folded weights and caches
+    model.train()
+    model.eval()  # the live model drops and rebuilds its own plan: nothing the graph reads
+    torch.cuda.empty_cache()
+    torch.testing.assert_close(runner(video), expected, rtol=1e-4, atol=1e-5)
+    inplace_update(model)
+    torch.testing.assert_close(runner(video), expected, rtol=1e-4, atol=1e-5)  # still the snapshot
+    runner.frozen.rebuild(model)
+    with pytest.raises(RuntimeError, match="rebuilt since the CUDA graph was captured: call afnet.cuda_graph again"):
+        runner(video)
+
+
+@needs_cuda
+@pytest.mark.parametrize("change", [inplace_update, replaced_module, changed_setting], ids=lambda f: f.__name__)
+def test_cuda_graph_of_a_live_model_refuses_after_a_change(change, no_tf32) -> None:
+    model = make_model().cuda()
+    video = clip().cuda()
+    runner = afnet.cuda_graph(model, video)
+    torch.testing.assert_close(runner(video), dense(model, video), rtol=1e-4, atol=1e-5)
+    change(model)
+    with pytest.raises(RuntimeError, match="weights or settings changed since the CUDA graph was captured"):
+        runner(video)
+    model.frame_budget = 0.25  # a setting alone, on a fresh capture
+    runner = afnet.cuda_graph(model, video)
+    model.frame_budget = 0.5
+    with pytest.raises(RuntimeError, match="weights or settings changed"):
+        runner(video)
