@@ -284,16 +284,30 @@ def blend_branches(
 
     Returns ``[N*T, C, H, W]``.
     """
-    up = upsample_nearest(ample, focal.shape[-2:])
     th = _theta_view(theta)
-    out = th * up + (1 - th) * focal
+    # θ is per channel, so θ·up(a) = up(θ·a): the product at low resolution, one full-size pass
+    # fewer (what an exported graph runs), the same values.
+    out = upsample_nearest(th * ample, focal.shape[-2:]) + (1 - th) * focal
     return _like(torch.relu(out) if relu else out, focal)
 
 
+def _nearest_counts(low: int, high: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[low]``: how many of ``high`` nearest-upsampled positions copy each of ``low`` inputs
+    (the mapping of ``F.interpolate(mode="nearest")`` itself, so it is exact)."""
+    source = upsample_nearest(torch.arange(low, device=device, dtype=dtype).reshape(1, 1, low, 1), (high, 1))
+    return torch.zeros(low, device=device, dtype=dtype).index_add_(0, source.reshape(-1).long(), torch.ones(high, device=device, dtype=dtype))
+
+
 def pool_branches(ample: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
-    """Pooled input of the fusion attention, ``mean_hw(up(ample) + focal)``, as ``[N*T, C]``."""
-    up = upsample_nearest(ample, focal.shape[-2:])
-    return (up + focal).mean(dim=(2, 3))
+    """Pooled input of the fusion attention, ``mean_hw(up(ample) + focal)``, as ``[N*T, C]``.
+
+    ``up(ample)`` is never built: its mean weighs each ample pixel by how many output pixels
+    copy it."""
+    height, width = focal.shape[-2:]
+    wy = _nearest_counts(ample.shape[2], height, ample.device, ample.dtype)
+    wx = _nearest_counts(ample.shape[3], width, ample.device, ample.dtype)
+    ample_sum = ((ample * wx).sum(dim=3) * wy).sum(dim=2)
+    return ample_sum / (height * width) + focal.mean(dim=(2, 3))
 
 
 # --- spatial tiles -----------------------------------------------------------------------------
