@@ -1,8 +1,8 @@
 """Frame and spatial-tile gather/scatter and branch-fusion ops for AFNet, on CPU and CUDA.
 
 Public ops (each also ``torch.ops.afnet_kernels.<name>``): ``select_frames``,
-``gather_frames``, ``scatter_frames``, ``blend_branches``, ``pool_branches``,
-``gather_tiles``, ``scatter_tiles``.
+``gather_frames``, ``scatter_frames`` (in place: ``scatter_frames_``), ``blend_branches``,
+``pool_branches``, ``gather_tiles``, ``scatter_tiles``.
 ``backends()`` says which implementations were built and are usable here;
 ``reference`` holds the pure-PyTorch versions (test oracle and fallback).
 """
@@ -21,6 +21,7 @@ from afnet_kernels.ops import (
     gather_tiles,
     pool_branches,
     scatter_frames,
+    scatter_frames_,
     scatter_tiles,
     select_frames,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "pool_branches",
     "reference",
     "scatter_frames",
+    "scatter_frames_",
     "scatter_tiles",
     "select_frames",
 ]

@@ -18,6 +18,9 @@ by ``select_frames``): CUDA reads nothing back, and a bad value stops the
 kernel with a device-side assert, as PyTorch's own CUDA index ops do. The CPU
 always validates (it reads the values anyway).
 
+``scatter_frames_`` is the one op that writes into an input (``base``) and the one without
+autograd: it refuses inputs that require grad while grad mode is on.
+
 Determinism: every op is deterministic on the CPU. On CUDA every op is
 deterministic except two backward passes that add with atomics: the gather
 backward (``_gather_frames_backward``) when the index repeats a row, and the
@@ -39,6 +42,7 @@ __all__ = [
     "select_frames",
     "gather_frames",
     "scatter_frames",
+    "scatter_frames_",
     "blend_branches",
     "pool_branches",
     "gather_tiles",
@@ -145,6 +149,61 @@ def scatter_frames(
     if not _compiled(base):
         return reference.scatter_frames(base, src, index, fill, relu, validate=validate)
     return torch.ops.afnet_kernels.scatter_frames(base, src, index, fill, relu, validate)
+
+
+def scatter_frames_(
+    base: Tensor,
+    src: Tensor,
+    index: Tensor,
+    fill: Optional[Tensor] = None,
+    relu: bool = False,
+    *,
+    validate: bool = True,
+) -> Tensor:
+    """In-place residual scatter: ``scatter_frames`` written into ``base``, which it returns.
+
+    Row ``index[k]`` of ``base`` becomes ``base[index[k]] + src[k]``, every other row
+    ``base + fill``, then ReLU if asked: one pass over ``base`` and no new tensor, for a
+    ``base`` (a block's shortcut) that is dead after the scatter. Without ``fill`` and
+    ``relu`` the rows not in ``index`` are not touched.
+
+    Args:
+        base: ``[N*T, C, H, W]``, overwritten with the result. When it is not dense in its
+            memory format (a slice with gaps), or shares memory with ``src`` or ``fill``, the
+            result is computed densely and copied into it (one more pass); a ``base`` whose
+            elements share memory (an expanded view) is refused.
+        src: ``[K, C, H, W]``.
+        index: int64 ``[K]``, distinct rows of ``base``; -1 entries (and their ``src``
+            rows) are ignored.
+        fill: ``None``, ``[C]`` or ``[C, H, W]``, added to the rows not in ``index``.
+        relu: apply ReLU last (NaN stays NaN, as ``torch.relu``).
+        validate: see the module docstring; a bad index raises before ``base`` is written.
+
+    Returns ``base``. Inputs other than ``base`` are not modified; every element has one
+    writer (deterministic). An inference op without autograd: with grad mode on, an input
+    that requires grad raises (use ``scatter_frames``, which is differentiable).
+    ``torch.compile`` functionalizes the mutation.
+
+    Equivalent PyTorch: ``afnet_kernels.reference.scatter_frames_``.
+    """
+    _refuse_grad("scatter_frames_", base=base, src=src, fill=fill)
+    if not _compiled(base):
+        return reference.scatter_frames_(base, src, index, fill, relu, validate=validate)
+    return torch.ops.afnet_kernels.scatter_frames_(base, src, index, fill, relu, validate)
+
+
+def _refuse_grad(op: str, **tensors: Optional[Tensor]) -> None:
+    """Raises for an input that requires grad while grad mode is on: ``op`` has no autograd,
+    and the gradient through it would be silently wrong."""
+    if not torch.is_grad_enabled():
+        return
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.requires_grad:
+            raise RuntimeError(
+                f"{op}: {name} requires grad, but {op} is an in-place inference op without "
+                f"autograd; use the out-of-place scatter_frames (differentiable), or call {op} "
+                f"under torch.no_grad() or torch.inference_mode()"
+            )
 
 
 def blend_branches(ample: Tensor, focal: Tensor, theta: Tensor, relu: bool = True) -> Tensor:
@@ -309,6 +368,17 @@ def _register_fakes() -> None:
         validate: bool = True,
     ) -> Tensor:
         return _empty(tuple(base.shape), base, base)
+
+    @torch.library.register_fake(lib + "scatter_frames_")
+    def _scatter_inplace_fake(
+        base: Tensor,
+        src: Tensor,
+        index: Tensor,
+        fill: Optional[Tensor] = None,
+        relu: bool = False,
+        validate: bool = True,
+    ) -> Tensor:
+        return base
 
     @torch.library.register_fake(lib + "blend_branches")
     def _blend_fake(ample: Tensor, focal: Tensor, theta: Tensor, relu: bool = True) -> Tensor:
@@ -539,6 +609,52 @@ def _register_autograd() -> None:
         torch.library.register_autograd(lib + name, backward, setup_context=setup)
 
 
+# --- scatter_frames_: no autograd, a version bump ---------------------------------------------
+# Autograd: a kernel that refuses inputs requiring grad and otherwise runs the op below autograd,
+# torch's guidance for a non-differentiable op (without it, the autograd fallback would let a
+# backward pass through the mutation with a wrong gradient and only a warning).
+# ADInplaceOrView: bumps base's version counter, as torch.library.custom_op does for the inputs it
+# mutates, so that autograd notices when a tensor it saved was overwritten.
+
+_LIB = torch.library.Library("afnet_kernels", "IMPL") if CPU_LIB.loaded else None
+
+
+def _scatter_inplace_autograd(
+    keyset,
+    base: Tensor,
+    src: Tensor,
+    index: Tensor,
+    fill: Optional[Tensor] = None,
+    relu: bool = False,
+    validate: bool = True,
+) -> Tensor:
+    _refuse_grad("scatter_frames_", base=base, src=src, fill=fill)
+    return torch.ops.afnet_kernels.scatter_frames_.default.redispatch(
+        keyset & torch._C._after_autograd_keyset, base, src, index, fill, relu, validate
+    )
+
+
+def _scatter_inplace_version(
+    keyset,
+    base: Tensor,
+    src: Tensor,
+    index: Tensor,
+    fill: Optional[Tensor] = None,
+    relu: bool = False,
+    validate: bool = True,
+) -> Tensor:
+    torch.autograd.graph.increment_version(base)
+    return torch.ops.afnet_kernels.scatter_frames_.default.redispatch(
+        keyset & torch._C._after_ADInplaceOrView_keyset, base, src, index, fill, relu, validate
+    )
+
+
+def _register_inplace_keys() -> None:
+    _LIB.impl("scatter_frames_", _scatter_inplace_autograd, "Autograd", with_keyset=True)
+    _LIB.impl("scatter_frames_", _scatter_inplace_version, "ADInplaceOrView", with_keyset=True)
+
+
 if CPU_LIB.loaded:
     _register_fakes()
     _register_autograd()
+    _register_inplace_keys()

@@ -31,6 +31,7 @@ __all__ = [
     "temporal_shift",
     "gather_frames",
     "scatter_frames",
+    "scatter_frames_",
     "upsample_nearest",
     "blend_branches",
     "pool_branches",
@@ -246,9 +247,22 @@ def scatter_frames(
         src: ``[K, C, H, W]``.
         index: int64 ``[K]``, distinct rows of ``base`` or -1.
     """
+    return _scatter_frames("scatter_frames", base, src, index, fill, relu, validate)
+
+
+def _scatter_frames(
+    op: str,
+    base: torch.Tensor,
+    src: torch.Tensor,
+    index: torch.Tensor,
+    fill: Optional[torch.Tensor],
+    relu: bool,
+    validate: bool,
+) -> torch.Tensor:
+    """``scatter_frames``, with index errors reported as those of ``op``."""
     rows, channels, height, width = base.shape
     if validate:
-        _check_index("scatter_frames", index, rows, "rows of base", distinct=True)
+        _check_index(op, index, rows, "rows of base", distinct=True)
     inverse = inverse_index(index, rows)
     # Row K of the table is what an unnamed row adds: the fill, or zeros.
     rest = src.new_zeros((1, channels, height, width))
@@ -258,6 +272,35 @@ def scatter_frames(
     added = table.index_select(0, torch.where(inverse < 0, src.shape[0], inverse))
     out = base + added
     return _like(torch.relu(out) if relu else out, base)
+
+
+def scatter_frames_(
+    base: torch.Tensor,
+    src: torch.Tensor,
+    index: torch.Tensor,
+    fill: Optional[torch.Tensor] = None,
+    relu: bool = False,
+    *,
+    validate: bool = True,
+) -> torch.Tensor:
+    """``scatter_frames`` written into ``base``, which is returned: ``base.copy_(scatter_frames(...))``.
+
+    The result is computed before ``base`` is written, so ``src`` or ``fill`` may share memory
+    with ``base``; a ``base`` whose elements share memory (an expanded view) cannot hold it.
+    """
+    # at::has_internal_overlap's "Yes" (csrc/common/checks.h): a dimension of stride 0 and size > 1.
+    if any(stride == 0 and size > 1 for size, stride in zip(base.shape, base.stride())):
+        raise RuntimeError(
+            f"scatter_frames_: base has elements that share memory (an expanded or overlapping view "
+            f"of shape {_sizes(base.shape)} and strides {_sizes(base.stride())}), so it cannot hold "
+            f"the result; pass base.clone(), or use the out-of-place scatter_frames"
+        )
+    return base.copy_(_scatter_frames("scatter_frames_", base, src, index, fill, relu, validate))
+
+
+def _sizes(values: Sequence[int]) -> str:
+    """``[a, b, c]``, as c10 prints sizes and strides."""
+    return "[" + ", ".join(str(v) for v in values) + "]"
 
 
 # --- branch fusion -----------------------------------------------------------------------------

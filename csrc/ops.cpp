@@ -36,6 +36,14 @@ TORCH_LIBRARY(afnet_kernels, m) {
   m.def(
       "scatter_frames(Tensor base, Tensor src, Tensor index, Tensor? fill=None, bool relu=False, "
       "bool validate=True) -> Tensor");
+  // scatter_frames written into base, which it returns (an inference op: no autograd,
+  // afnet_kernels/ops.py refuses inputs that require grad). A base that is not dense, or
+  // that shares memory with src or fill, is computed densely and copied back.
+  // Tag inplace: torch.compile functionalizes it (auto_functionalized_v2).
+  m.def(
+      "scatter_frames_(Tensor(a!) base, Tensor src, Tensor index, Tensor? fill=None, "
+      "bool relu=False, bool validate=True) -> Tensor(a!)",
+      {at::Tag::inplace});
   // ample [N*T, C, h, w], focal [N*T, C, H, W], theta [N*T, C] or [N*T, C, 1, 1].
   m.def("blend_branches(Tensor ample, Tensor focal, Tensor theta, bool relu=True) -> Tensor");
   // grads of blend_branches w.r.t. (ample, focal, theta); out is the forward result (for ReLU).

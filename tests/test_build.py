@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+import pytest
 import torch
 
 import afnet_kernels as ak
@@ -23,6 +24,7 @@ EXPECTED_OPS = {
     "gather_frames",
     "_gather_frames_backward",
     "scatter_frames",
+    "scatter_frames_",
     "blend_branches",
     "_blend_branches_backward",
     "pool_branches",
@@ -130,6 +132,12 @@ def test_fallback_to_reference_when_library_missing(monkeypatch, caplog):
     x = torch.randn(8, 4, 3, 3)
     index = torch.tensor([0, 2, -1, 5])
     assert torch.equal(ak.gather_frames(x, index, 4, 2), ref.gather_frames(x, index, 4, 2))
+    # The in-place scatter falls back too, and still refuses what the compiled op refuses.
+    base, src = x.clone(), torch.randn(4, 4, 3, 3)
+    assert ak.scatter_frames_(base, src, index, None, True) is base
+    assert torch.equal(base, ref.scatter_frames(x, src, index, None, True))
+    with pytest.raises(RuntimeError, match="src requires grad, but scatter_frames_ is an in-place inference op"):
+        ak.scatter_frames_(base, src.requires_grad_(), index)
     monkeypatch.setattr(_loader, "_load", lambda name: missing)
     with caplog.at_level("WARNING", logger="afnet_kernels"):
         cpu, _ = _loader.load()

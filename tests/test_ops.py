@@ -298,6 +298,264 @@ def test_padded_scatter_equals_exact_for_every_k(device, layout, fill_kind):
         assert torch.equal(grad_padded[:k], grad_src) and not grad_padded[k:].any(), f"K={k}"
 
 
+# --- scatter_frames_ (in place) ------------------------------------------------------------------
+
+# (N, T, C, H, W) drawn once with a fixed seed, beside the fixed SHAPES and VECTOR_SHAPES.
+_SHAPE_DRAW = torch.Generator().manual_seed(2024)
+RANDOM_SHAPES = [
+    tuple(int(torch.randint(low, high + 1, (1,), generator=_SHAPE_DRAW))
+          for low, high in ((1, 3), (1, 5), (1, 40), (1, 7), (1, 7)))
+    for _ in range(3)
+]
+
+
+def identical(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal values, bit for bit (NaN matches NaN; -0.0 matches 0.0), whatever the strides."""
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def scatter_in_place(target, src, index, fill=None, relu=False, *, validate=True) -> None:
+    """Runs ``ak.scatter_frames_`` on ``target`` (src and fill share no memory with it) and checks
+    what must hold whatever the values: it returns ``target`` itself, written in its own storage
+    (same data pointer, offset and strides), equal bit for bit to the out-of-place op on the same
+    device; ``src``, ``index`` and ``fill`` are unchanged; and ``reference.scatter_frames_`` writes
+    the reference's result into its own base."""
+    before = target.clone()
+    inputs = [t for t in (src, index, fill) if t is not None]
+    copies = [t.clone() for t in inputs]
+    expected = ak.scatter_frames(before, src, index, fill, relu, validate=validate)
+    storage = (target.data_ptr(), target.storage_offset(), target.stride())
+    with poisoned_outputs():
+        out = ak.scatter_frames_(target, src, index, fill, relu, validate=validate)
+    assert out is target, "scatter_frames_ must return base itself"
+    assert (target.data_ptr(), target.storage_offset(), target.stride()) == storage
+    identical(target, expected)
+    for tensor, copy in zip(inputs, copies):
+        identical(tensor, copy)
+    ref_base = before.clone()
+    assert ref.scatter_frames_(ref_base, src, index, fill, relu, validate=validate) is ref_base
+    identical(ref_base, ref.scatter_frames(before, src, index, fill, relu))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("fill_kind", [None, "C", "CHW"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", SHAPES + VECTOR_SHAPES + RANDOM_SHAPES)
+def test_scatter_frames_inplace(device, dtype, layout, fill_kind, relu, shape):
+    """scatter_frames_ = scatter_frames written into base, for no, all, one and some selected
+    frames, with exact and -1-padded indices (the padded rows of src are NaN: ignored)."""
+    n, t, c, h, w = shape
+    base = randn((n * t, c, h, w), dtype, device, layout, seed=5)
+    fill = make_fill(fill_kind, c, h, w, dtype, device)
+    for seed, kind in enumerate(MASK_KINDS):
+        mask = make_mask(kind, n, t, device, seed)
+        count = int(mask.count_nonzero())
+        for padding in (0, 2):
+            index, _ = ref.select_frames(mask, count + padding)
+            src = randn((count + padding, c, h, w), dtype, device, layout, seed=6 + seed)
+            src[count:] = float("nan")
+            target = base.clone()
+            scatter_in_place(target, src, index, fill, relu, validate=padding == 0)
+            check_against(target, ref.scatter_frames, base, src, index, fill, relu)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("fill_kind", [None, "C", "CHW"])
+@pytest.mark.parametrize("shape", VECTOR_SHAPES)
+def test_scatter_frames_inplace_odd_inputs(device, dtype, layout, fill_kind, shape):
+    """A base at a misaligned storage offset (no 16-byte access is aligned), src misaligned and
+    in the other layout, an expanded fill."""
+    n, t, c, h, w = shape
+    base = randn((n * t, c, h, w), dtype, device, layout, seed=5)
+    other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
+    index = torch.tensor([n * t - 1, -1, 0], device=device)
+    src = misaligned(randn((3, c, h, w), dtype, device, other, seed=6))
+    fill = make_fill(fill_kind, c, h, w, dtype, device)
+    if fill is not None:
+        fill = fill[:1].expand(fill.shape) if fill_kind == "C" else fill[:, :1].expand(fill.shape)
+    for relu in (False, True):
+        target = misaligned(base)
+        assert target.storage_offset() == 1
+        scatter_in_place(target, src, index, fill, relu)
+        check_against(target, ref.scatter_frames, base, src, index, fill, relu)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("fill_kind", [None, "C", "CHW"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_scatter_frames_inplace_nonfinite(device, dtype, layout, fill_kind, relu):
+    """NaN and ±Inf in base, src and fill end up where the out-of-place op and the reference put
+    them: ReLU keeps NaN, Inf + -Inf is NaN, in the named rows and in the filled ones."""
+    n, t, c, h, w = VECTOR_SHAPES[0]
+    g = torch.Generator().manual_seed(90)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=torch.float64)
+
+    def with_specials(shape, seed):
+        values = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        flat = values.view(-1)
+        spots = torch.randperm(flat.numel(), generator=g)[: max(3, flat.numel() // 8)]
+        flat[spots] = specials[torch.randint(3, (spots.numel(),), generator=g)]
+        return values.to(device=device, dtype=dtype)
+
+    base = with_specials((n * t, c, h, w), 91).contiguous(memory_format=layout)
+    src = with_specials((3, c, h, w), 92).contiguous(memory_format=layout)
+    fill = None if fill_kind is None else with_specials((c,) if fill_kind == "C" else (c, h, w), 93)
+    index = torch.tensor([5, -1, 2], device=device)
+    target = base.clone()
+    scatter_in_place(target, src, index, fill, relu)
+    expected = ref.scatter_frames(base, src, index, fill, relu)
+    assert target.isnan().any() and target.isinf().any()
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype in FLOAT_DTYPES else {}
+    torch.testing.assert_close(target, expected, equal_nan=True, **tolerance)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("relu", [False, True])
+def test_scatter_frames_inplace_non_dense_base(device, layout, relu):
+    """A base with gaps (a channel slice, a crop) or dense in neither layout (a permutation) is
+    computed densely and copied back: the result lands in base, and the memory between its
+    elements is untouched."""
+    c = 32
+    permuted = randn((4, 6, c, 5), torch.float32, device, seed=80).permute(1, 2, 0, 3)
+    views = {
+        "channel slice": (randn((6, 2 * c, 4, 5), torch.float32, device, layout, seed=81), lambda b: b[:, ::2]),
+        "crop": (randn((6, c, 6, 7), torch.float32, device, layout, seed=82), lambda b: b[:, :, 1:5, 2:7]),
+        "permuted": (permuted, lambda b: b),
+    }
+    index = torch.tensor([4, -1, 1], device=device)
+    for name, (buffer, view) in views.items():
+        base = view(buffer)
+        assert base.shape == (6, c, 4, 5), name
+        src = randn((3, c, 4, 5), torch.float32, device, layout, seed=83)
+        fill = randn((c,), torch.float32, device, seed=84)
+        expected_buffer = buffer.clone()
+        view(expected_buffer).copy_(ref.scatter_frames(base, src, index, fill, relu))
+        scatter_in_place(base, src, index, fill, relu)
+        identical(buffer, expected_buffer)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_scatter_frames_inplace_inputs_sharing_base_memory(device, layout):
+    """src or fill that are views of base give the result computed from base's values before
+    the call (the op computes aside and copies back), as the reference does."""
+    base = randn((8, 32, 3, 3), torch.float32, device, layout, seed=85)
+    index = torch.tensor([1, 6, -1, 3], device=device)
+    other = randn((4, 32, 3, 3), torch.float32, device, layout, seed=86)
+    cases = {
+        "src = rows 2..5 of base": lambda b: (b[2:6], None),
+        "fill = row 0 of base": lambda b: (other, b[0]),
+        "fill = channels of pixel (0, 0) of row 7": lambda b: (other, b[7, :, 0, 0]),
+    }
+    for name, make in cases.items():
+        for module in (ak, ref):
+            target = base.clone()
+            src, fill = make(target)
+            expected = ref.scatter_frames(base, src.clone(), index, None if fill is None else fill.clone(), True)
+            assert module.scatter_frames_(target, src, index, fill, True) is target, name
+            identical(target, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scatter_frames_inplace_empty(device):
+    """No rows, or rows of no elements: base is returned as it is (the index still checked)."""
+    for shape, index in (((0, 4, 3, 3), [-1]), ((4, 0, 3, 3), [2, -1]), ((4, 3, 0, 2), [0])):
+        base = torch.empty(shape, device=device)
+        src = torch.empty((len(index), *shape[1:]), device=device)
+        idx = torch.tensor(index, device=device)
+        assert ak.scatter_frames_(base, src, idx, None, True) is base
+        assert ref.scatter_frames_(base, src, idx, None, True) is base
+    message = raised(lambda: ak.scatter_frames_(torch.empty((0, 4, 3, 3), device=device),
+                                                torch.empty((1, 4, 3, 3), device=device), _i([0], device)))
+    assert message.startswith("scatter_frames_: index[0]=0 is out of range")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scatter_frames_inplace_refuses_expanded_base(device):
+    """A base whose elements share memory cannot hold the result: the same message from the
+    kernels and the reference, and nothing written."""
+    row = randn((1, 4, 3, 3), torch.float32, device, seed=87)
+    base = row.expand(8, 4, 3, 3)
+    src = randn((3, 4, 3, 3), torch.float32, device, seed=88)
+    message = raised(lambda: ak.scatter_frames_(base, src, IDX.to(device)))
+    assert message == (
+        "scatter_frames_: base has elements that share memory (an expanded or overlapping view of "
+        "shape [8, 4, 3, 3] and strides [0, 9, 3, 1]), so it cannot hold the result; pass "
+        "base.clone(), or use the out-of-place scatter_frames"
+    )
+    assert raised(lambda: ref.scatter_frames_(base, src, IDX.to(device))) == message
+    assert torch.equal(row, randn((1, 4, 3, 3), torch.float32, device, seed=87))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("index", [[0, 9, 1], [-3, 1, 2], [1, -1, 1]], ids=["range", "negative", "duplicate"])
+def test_scatter_frames_inplace_bad_index_leaves_base_unchanged(device, index):
+    """Index values are checked before base is written (with validate=True on every device; the
+    CPU checks whatever validate says)."""
+    base = _x(device=device)
+    src = _x((3, 4, 3, 3), device=device)
+    before = base.clone()
+    validates = (True, False) if device == "cpu" else (True,)
+    messages = set()
+    for module in (ak, ref):
+        for validate in validates if module is ak else (True,):
+            messages.add(raised(lambda: module.scatter_frames_(base, src, _i(index, device), validate=validate)))
+            assert torch.equal(base, before)
+    assert len(messages) == 1 and messages.pop().startswith("scatter_frames_: index")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["base", "src", "fill"])
+def test_scatter_frames_inplace_refuses_inputs_requiring_grad(device, name):
+    """No autograd: with grad mode on, an input that requires grad raises (the wrapper and the
+    op itself), naming it and the differentiable scatter_frames, before base is written; under
+    no_grad the op runs."""
+    tensors = {"base": _x(device=device), "src": _x((3, 4, 3, 3), device=device), "fill": _x((4,), device=device)}
+    leaf = tensors[name].requires_grad_()
+    if name == "base":
+        tensors["base"] = leaf * 1  # a leaf would be refused by autograd as well; this one would not
+    base, src, fill = tensors["base"], tensors["src"], tensors["fill"]
+    index = IDX.to(device)
+    before = base.detach().clone()
+    message = (
+        f"scatter_frames_: {name} requires grad, but scatter_frames_ is an in-place inference op "
+        "without autograd; use the out-of-place scatter_frames (differentiable), or call "
+        "scatter_frames_ under torch.no_grad() or torch.inference_mode()"
+    )
+    assert raised(lambda: ak.scatter_frames_(base, src, index, fill)) == message
+    assert raised(lambda: OPS.scatter_frames_(base, src, index, fill)) == message
+    assert torch.equal(base.detach(), before)
+    expected = ref.scatter_frames(before, src.detach(), index, fill.detach())
+    with torch.no_grad():
+        assert ak.scatter_frames_(base, src, index, fill) is base
+    torch.testing.assert_close(base.detach(), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scatter_frames_inplace_bumps_the_version_counter(device):
+    """Autograd notices when scatter_frames_ overwrites a tensor it saved for a backward."""
+    weight = _x(device=device).requires_grad_()
+    base = _x(device=device)
+    product = weight * base  # saves base
+    version = base._version
+    with torch.no_grad():
+        ak.scatter_frames_(base, _x((3, 4, 3, 3), device=device), IDX.to(device))
+    assert base._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        product.sum().backward()
+    version = base._version
+    with torch.inference_mode():
+        ak.scatter_frames_(base, _x((3, 4, 3, 3), device=device), IDX.to(device))
+    assert base._version > version
+
+
 # --- odd strides -------------------------------------------------------------------------------
 
 
@@ -502,6 +760,64 @@ def test_opcheck(device, sample):
     torch.library.opcheck(op, args, kwargs)
 
 
+def opcheck_inplace_samples(device):
+    base = randn((6, 5, 2, 3), torch.float64, device, seed=94)
+    base_cl = randn((6, 5, 2, 3), torch.float64, device, torch.channels_last, seed=95)
+    wide = randn((6, 10, 2, 3), torch.float64, device, seed=96)
+    index = torch.tensor([4, -1, 0, 1], device=device)
+    src = randn((4, 5, 2, 3), torch.float64, device, seed=97)
+    fill = randn((5,), torch.float64, device, seed=98)
+    fill_chw = randn((5, 2, 3), torch.float64, device, seed=99)
+    return [
+        ((base, src, index), {"fill": fill, "relu": True}),
+        ((base_cl, src, index), {"validate": False}),
+        ((base, src.contiguous(memory_format=torch.channels_last), index), {"fill": fill_chw}),
+        ((wide[:, ::2], src, index), {"fill": fill, "relu": True}),  # not dense: computed aside, copied back
+        ((base, src[:0], index[:0]), {}),  # nothing named, no fill, no ReLU: base is left as it is
+    ]
+
+
+@ONE_THREAD
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sample", range(5))
+def test_opcheck_inplace(device, sample):
+    """scatter_frames_ mutates base and returns it (Tensor(a!), tag inplace), as torch asks of an
+    in-place custom op: opcheck runs each check on copies of the samples and verifies that only
+    base is written and that the return is base (schema), the fake kernel (which returns base) and
+    AOT dispatch, where the mutation is functionalized. The samples require no grad: the op has no
+    autograd and refuses such inputs (test_scatter_frames_inplace_refuses_inputs_requiring_grad)."""
+    args, kwargs = opcheck_inplace_samples(device)[sample]
+    torch.library.opcheck(OPS.scatter_frames_.default, args, kwargs)
+
+
+@pytest.mark.parametrize("backend,validate", [("aot_eager", True), ("aot_eager", False), ("inductor", False)])
+def test_torch_compile_fullgraph_inplace(backend, validate):
+    """torch.compile(fullgraph=True) functionalizes scatter_frames_ (auto_functionalized_v2) and
+    gives eager's results: an intermediate written in place, and a graph input whose mutation
+    the compiled function applies as eager does."""
+
+    def block(x, shortcut, mask, fill):
+        index, _ = ak.select_frames(mask, num_selected=4, validate=validate)  # one padding entry
+        y = ak.gather_frames(x, index, num_segments=4, shift_div=4, validate=validate) * 2
+        out = ak.scatter_frames_(x * 3, y, index, fill, relu=True, validate=validate)
+        ak.scatter_frames_(shortcut, y, index, validate=validate)
+        return out + 1
+
+    x = randn((8, 8, 3, 3), torch.float32, "cpu", seed=100)
+    shortcut = randn((8, 8, 3, 3), torch.float32, "cpu", seed=101)
+    fill = randn((8,), torch.float32, "cpu", seed=102)
+    mask = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]])
+    eager_shortcut, compiled_shortcut = shortcut.clone(), shortcut.clone()
+    expected = block(x, eager_shortcut, mask, fill)
+    got = torch.compile(block, backend=backend, fullgraph=True)(x, compiled_shortcut, mask, fill)
+    identical(got, expected)
+    identical(compiled_shortcut, eager_shortcut)
+    assert not torch.equal(eager_shortcut, shortcut)
+    index, _ = ref.select_frames(mask, 4)
+    y = ref.gather_frames(x, index, 4, 4) * 2
+    torch.testing.assert_close(expected, ref.scatter_frames(x * 3, y, index, fill, True) + 1)
+
+
 @pytest.mark.parametrize("validate", [True, False])
 def test_torch_compile_fullgraph(validate):
     @torch.compile(backend="aot_eager", fullgraph=True)
@@ -569,6 +885,18 @@ INDEX_ERRORS = {
         lambda m, d: m.scatter_frames(_x(device=d), _x((4, 4, 3, 3), device=d), _i([1, -1, -1, 1], d)),
         "scatter_frames: index must be distinct (apart from -1 padding), got row 1 at index[0] and index[3]",
     ),
+    "scatter_inplace_range": (
+        lambda m, d: m.scatter_frames_(_x(device=d), _x((3, 4, 3, 3), device=d), _i([0, 9, 1], d)),
+        "scatter_frames_: index[1]=9 is out of range: expected -1 (padding) or 0 <= index < 8 (rows of base)",
+    ),
+    "scatter_inplace_negative": (
+        lambda m, d: m.scatter_frames_(_x(device=d), _x((2, 4, 3, 3), device=d), _i([-3, 1], d)),
+        "scatter_frames_: index[0]=-3 is out of range: expected -1 (padding) or 0 <= index < 8 (rows of base)",
+    ),
+    "scatter_inplace_duplicate": (
+        lambda m, d: m.scatter_frames_(_x(device=d), _x((4, 4, 3, 3), device=d), _i([1, -1, -1, 1], d)),
+        "scatter_frames_: index must be distinct (apart from -1 padding), got row 1 at index[0] and index[3]",
+    ),
     "select_too_small": (
         lambda m, d: m.select_frames(torch.ones(2, 3, device=d), num_selected=5),
         "select_frames: num_selected=5 is smaller than the number of frames the mask selects (6 of 6); "
@@ -594,7 +922,23 @@ def test_gather_backward_index_error():
 
 
 IDX = torch.tensor([0, 2, 5])
+# Bad arguments of scatter_frames, as (base, src, index, fill) on a device; scatter_frames_ raises
+# the same messages under its own name (test_scatter_frames_inplace_bad_arguments).
+SCATTER_BAD_ARGS = {
+    "scatter_rows": (lambda d: (_x(device=d), _x((4, 4, 3, 3), device=d), IDX.to(d)), r"src has 4 rows but index has 3 entries"),
+    "scatter_dtype": (lambda d: (_x(device=d), _x((3, 4, 3, 3), torch.float64, d), IDX.to(d)), r"src must have the same dtype as base \(Float\), got Double"),
+    "scatter_c": (lambda d: (_x(device=d), _x((3, 5, 3, 3), device=d), IDX.to(d)), r"src must have C=4 like base \(shape \[8, 4, 3, 3\]\), got 5"),
+    "scatter_h": (lambda d: (_x(device=d), _x((3, 4, 2, 3), device=d), IDX.to(d)), r"src must have H=3 like base .* got 2"),
+    "scatter_w": (lambda d: (_x(device=d), _x((3, 4, 3, 4), device=d), IDX.to(d)), r"src must have W=3 like base .* got 4"),
+    "scatter_3d_src": (lambda d: (_x(device=d), _x((3, 4, 3), device=d), IDX.to(d)), r"src must be 4-D \[K, C, H, W\], got 3-D"),
+    "scatter_3d_base": (lambda d: (_x((8, 4, 3), device=d), _x((3, 4, 3, 3), device=d), IDX.to(d)), r"base must be 4-D \[N\*T, C, H, W\], got 3-D"),
+    "scatter_int_base": (lambda d: (torch.ones(8, 4, 3, 3, dtype=torch.int32, device=d), torch.ones(3, 4, 3, 3, dtype=torch.int32, device=d), IDX.to(d)), r"base must be a floating-point tensor .* got Int"),
+    "scatter_index_dtype": (lambda d: (_x(device=d), _x((3, 4, 3, 3), device=d), IDX.int().to(d)), r"index must be int64 \(Long\), got Int"),
+    "scatter_fill_shape": (lambda d: (_x(device=d), _x((3, 4, 3, 3), device=d), IDX.to(d), _x((4, 3), device=d)), r"fill must be \[C\]=\[4\] or \[C, H, W\]=\[4, 3, 3\] .* got shape \[4, 3\]"),
+    "scatter_fill_dtype": (lambda d: (_x(device=d), _x((3, 4, 3, 3), device=d), IDX.to(d), _x((4,), torch.float64, d)), r"fill must have the same dtype as base \(Float\), got Double"),
+}
 BAD_INPUTS = {
+    **{name: (lambda d, make=make: ak.scatter_frames(*make(d)), message) for name, (make, message) in SCATTER_BAD_ARGS.items()},
     "gather_index_dtype": (lambda d: ak.gather_frames(_x(device=d), IDX.float().to(d)), r"index must be int64 \(Long\), got Float"),
     "gather_index_2d": (lambda d: ak.gather_frames(_x(device=d), IDX[None].to(d)), r"index must be 1-D \[K\], got 2-D"),
     "gather_3d": (lambda d: ak.gather_frames(_x((8, 4, 3), device=d), IDX.to(d)), r"x must be 4-D \[N\*T, C, H, W\], got 3-D tensor of shape \[8, 4, 3\]"),
@@ -602,15 +946,6 @@ BAD_INPUTS = {
     "gather_shift_needs_t": (lambda d: ak.gather_frames(_x(device=d), IDX.to(d), None, 8), r"shift_div > 0 requires num_segments > 0"),
     "gather_int_x": (lambda d: ak.gather_frames(torch.ones(8, 4, 3, 3, dtype=torch.int32, device=d), IDX.to(d)), r"x must be a floating-point tensor .* got Int"),
     "gather_backward_rows": (lambda d: OPS._gather_frames_backward(_x((2, 4, 3, 3), device=d), IDX.to(d), 8, 4, 2), r"grad has 2 rows but index has 3 entries"),
-    "scatter_rows": (lambda d: ak.scatter_frames(_x(device=d), _x((4, 4, 3, 3), device=d), IDX.to(d)), r"src has 4 rows but index has 3 entries"),
-    "scatter_dtype": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3, 3), torch.float64, d), IDX.to(d)), r"src must have the same dtype as base \(Float\), got Double"),
-    "scatter_c": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 5, 3, 3), device=d), IDX.to(d)), r"src must have C=4 like base \(shape \[8, 4, 3, 3\]\), got 5"),
-    "scatter_h": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 2, 3), device=d), IDX.to(d)), r"src must have H=3 like base .* got 2"),
-    "scatter_w": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3, 4), device=d), IDX.to(d)), r"src must have W=3 like base .* got 4"),
-    "scatter_3d_src": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3), device=d), IDX.to(d)), r"src must be 4-D \[K, C, H, W\], got 3-D"),
-    "scatter_index_dtype": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3, 3), device=d), IDX.int().to(d)), r"index must be int64 \(Long\), got Int"),
-    "scatter_fill_shape": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3, 3), device=d), IDX.to(d), _x((4, 3), device=d)), r"fill must be \[C\]=\[4\] or \[C, H, W\]=\[4, 3, 3\] .* got shape \[4, 3\]"),
-    "scatter_fill_dtype": (lambda d: ak.scatter_frames(_x(device=d), _x((3, 4, 3, 3), device=d), IDX.to(d), _x((4,), torch.float64, d)), r"fill must have the same dtype as base \(Float\), got Double"),
     "blend_theta": (lambda d: ak.blend_branches(_x((8, 4, 2, 2), device=d), _x(device=d), _x((8, 3), device=d)), r"theta must be \[N\*T, C\]=\[8, 4\] or \[N\*T, C, 1, 1\], got shape \[8, 3\]"),
     "blend_c": (lambda d: ak.blend_branches(_x((8, 3, 2, 2), device=d), _x(device=d), _x((8, 4), device=d)), r"ample must have C=4 like focal .* got 3"),
     "blend_rows": (lambda d: ak.blend_branches(_x((6, 4, 2, 2), device=d), _x(device=d), _x((8, 4), device=d)), r"ample must have N\*T=8 like focal .* got 6"),
@@ -630,6 +965,20 @@ def test_bad_input(device, case):
         call(device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", sorted(SCATTER_BAD_ARGS))
+def test_scatter_frames_inplace_bad_arguments(device, case):
+    """scatter_frames_ checks its arguments as scatter_frames does, with the same messages under
+    its own name, and writes nothing."""
+    make, _ = SCATTER_BAD_ARGS[case]
+    args = make(device)
+    before = args[0].clone()
+    message = raised(lambda: ak.scatter_frames(*args))
+    assert message.startswith("scatter_frames: ")
+    assert raised(lambda: ak.scatter_frames_(*args)) == "scatter_frames_: " + message[len("scatter_frames: "):]
+    assert torch.equal(args[0], before)
+
+
 @needs_cuda
 @pytest.mark.parametrize(
     "call,message",
@@ -637,9 +986,12 @@ def test_bad_input(device, case):
         (lambda: ak.gather_frames(_x(device="cuda"), IDX), r"index must be on the same device as x \(cuda:0\), got cpu"),
         (lambda: ak.scatter_frames(_x(device="cuda"), _x((3, 4, 3, 3)), IDX.cuda()), r"src must be on the same device as base \(cuda:0\), got cpu"),
         (lambda: ak.scatter_frames(_x(device="cuda"), _x((3, 4, 3, 3), device="cuda"), IDX.cuda(), _x((4,))), r"fill must be on the same device as base \(cuda:0\), got cpu"),
+        (lambda: ak.scatter_frames_(_x(device="cuda"), _x((3, 4, 3, 3)), IDX.cuda()), r"scatter_frames_: src must be on the same device as base \(cuda:0\), got cpu"),
+        (lambda: ak.scatter_frames_(_x(), _x((3, 4, 3, 3)), IDX.cuda()), r"scatter_frames_: index must be on the same device as base \(cpu\), got cuda:0"),
         (lambda: ak.blend_branches(_x((8, 4, 2, 2), device="cuda"), _x(device="cuda"), _x((8, 4))), r"theta must be on the same device as focal \(cuda:0\), got cpu"),
     ],
-    ids=["gather_index_device", "scatter_src_device", "scatter_fill_device", "blend_theta_device"],
+    ids=["gather_index_device", "scatter_src_device", "scatter_fill_device", "scatter_inplace_src_device",
+         "scatter_inplace_index_device", "blend_theta_device"],
 )
 def test_bad_input_mixed_devices(call, message):
     with pytest.raises(RuntimeError, match=message):
@@ -658,12 +1010,14 @@ def test_validate_false_never_syncs_on_cuda():
         index, _ = ak.select_frames(mask, num_selected=6, validate=False)
         y = ak.gather_frames(x, index, 4, 8, validate=False)
         out = ak.scatter_frames(x, y, index, fill, True, validate=False)
+        in_place = ak.scatter_frames_(x.clone(), y, index, fill, True, validate=False)
         grad = OPS._gather_frames_backward(y, index, 8, 4, 8, False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     index_ref, _ = ref.select_frames(mask, 6)
     assert torch.equal(index, index_ref)
     check_against(out, ref.scatter_frames, x, ref.gather_frames(x, index_ref, 4, 8), index_ref, fill, True)
+    identical(in_place, out)
     assert grad.shape == x.shape
 
 

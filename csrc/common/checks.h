@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <optional>
 
 #include <cstdint>
@@ -174,10 +175,10 @@ inline void check_fill(const char* op, const std::optional<at::Tensor>& fill,
               "] for base of shape ", base.sizes(), ", got shape ", f.sizes());
 }
 
-// base [N*T, C, H, W], src [K, C, H, W], index [K], fill None / [C] / [C, H, W].
-inline void check_scatter_args(const at::Tensor& base, const at::Tensor& src,
+// base [N*T, C, H, W], src [K, C, H, W], index [K], fill None / [C] / [C, H, W]:
+// the checks of scatter_frames and (op = "scatter_frames_") of its in-place twin.
+inline void check_scatter_args(const char* op, const at::Tensor& base, const at::Tensor& src,
                                const at::Tensor& index, const std::optional<at::Tensor>& fill) {
-  constexpr const char* op = "scatter_frames";
   check_dim(op, base, "base", 4, "[N*T, C, H, W]");
   check_floating(op, base, "base");
   check_dim(op, src, "src", 4, "[K, C, H, W]");
@@ -190,6 +191,36 @@ inline void check_scatter_args(const at::Tensor& base, const at::Tensor& src,
   check_same_size(op, src, "src", 2, base, "base", 2, "H");
   check_same_size(op, src, "src", 3, base, "base", 3, "W");
   check_fill(op, fill, base);
+}
+
+// scatter_frames_: the checks of scatter_frames, and a base that can hold the
+// result (reference.py's scatter_frames_ raises the same message).
+inline void check_scatter_inplace_args(const at::Tensor& base, const at::Tensor& src,
+                                       const at::Tensor& index,
+                                       const std::optional<at::Tensor>& fill) {
+  constexpr const char* op = "scatter_frames_";
+  check_scatter_args(op, base, src, index, fill);
+  TORCH_CHECK(at::has_internal_overlap(base) != at::MemOverlap::Yes, op,
+              ": base has elements that share memory (an expanded or overlapping view of shape ",
+              base.sizes(), " and strides ", base.strides(),
+              "), so it cannot hold the result; pass base.clone(), or use the out-of-place "
+              "scatter_frames");
+}
+
+// Whether scatter_frames_ may write its rows straight into `base`: base is
+// dense in its memory format (`base_dense`, what the kernel reads as base, is
+// base itself) and shares no memory with what the kernel reads besides
+// (`src_dense`, and `fill_read` or an undefined tensor), so that every element
+// of base is read once and then written once, by the same thread, and no read
+// sees a written value. Otherwise the kernel writes a dense tensor of its own
+// and copies it into base: the same result, one more pass.
+inline bool can_scatter_in_place(const at::Tensor& base, const at::Tensor& base_dense,
+                                 const at::Tensor& src_dense, const at::Tensor& fill_read) {
+  if (!base_dense.is_same(base)) return false;
+  const auto shares_memory = [&](const at::Tensor& t) {
+    return t.defined() && at::get_overlap_status(base, t) != at::MemOverlapStatus::No;
+  };
+  return !shares_memory(src_dense) && !shares_memory(fill_read);
 }
 
 // theta [N*T, C] or [N*T, C, 1, 1] on focal's device and dtype.

@@ -1,5 +1,6 @@
 // CUDA kernels of the frame ops: select_frames, gather_frames (with the TSM
-// shift on the fly), its backward, and scatter_frames.
+// shift on the fly), its backward, scatter_frames and its in-place twin
+// scatter_frames_.
 //
 // Every kernel writes each output element exactly once (a frame row through
 // an inverse index), so the ops are deterministic, with one exception: the
@@ -283,15 +284,21 @@ at::Tensor gather_frames_backward_cuda(const at::Tensor& grad_in, const at::Tens
 // ---------------------------------------------------------------------------
 
 // out[r] = base[r] + (inverse[r] >= 0 ? src[inverse[r]] : fill), ReLU last.
-// fill is one frame laid out like base's rows, or null for none.
+// fill is one frame laid out like base's rows, or null for none. out may be
+// base itself (scatter_frames_), so neither is __restrict__: each thread reads
+// a pack of base and then writes the same pack of out, and src and fill share
+// no memory with out (common/checks.h's can_scatter_in_place). With
+// skip_unnamed (in place, no fill, no ReLU) the rows index does not name are
+// already the result and are not touched.
 template <typename T, int N>
-__global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __restrict__ src,
+__global__ void scatter_frames_kernel(const T* base, const T* __restrict__ src,
                                       const int64_t* __restrict__ inverse,
-                                      const T* __restrict__ fill, bool relu, T* __restrict__ out,
-                                      int64_t rows, uint32_t row_numel) {
+                                      const T* __restrict__ fill, bool relu, bool skip_unnamed,
+                                      T* out, int64_t rows, uint32_t row_numel) {
   const uint32_t row_packs = row_numel / N;
   for (int64_t r = grid_row_begin(); r < rows; r += grid_row_stride()) {
     const int64_t k = inverse[r];
+    if (k < 0 && skip_unnamed) continue;
     const T* base_row = base + r * row_numel;
     T* out_row = out + r * row_numel;
     for (uint32_t p = grid_pack_begin(); p < row_packs; p += grid_pack_stride()) {
@@ -310,37 +317,86 @@ __global__ void scatter_frames_kernel(const T* __restrict__ base, const T* __res
   }
 }
 
-at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_in,
-                               const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
-                               bool relu, bool validate) {
-  check_scatter_args(base_in, src_in, index_in, fill_in);
-  const c10::cuda::CUDAGuard guard(base_in.device());
-  const at::MemoryFormat format = memory_format_of(base_in);
-  const at::Tensor base = dense_in(base_in, format);
-  const at::Tensor src = dense_in(src_in, format);
+// What the scatter kernel reads: base and src dense in base's memory format,
+// the inverse of the index (checked as `validate` says, before anything is
+// written), and the fill as one frame (undefined for none).
+struct ScatterInputs {
+  at::MemoryFormat format;
+  at::Tensor base;
+  at::Tensor src;
+  at::Tensor inverse;
+  at::Tensor fill;
+};
+
+ScatterInputs prepare_scatter(const char* op, const at::Tensor& base_in, const at::Tensor& src_in,
+                              const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
+                              bool validate) {
+  ScatterInputs in;
+  in.format = memory_format_of(base_in);
+  in.base = dense_in(base_in, in.format);
+  in.src = dense_in(src_in, in.format);
   const at::Tensor index = index_in.contiguous();
-  const int64_t rows = base.size(0);
-  const at::Tensor inverse =
-      checked_inverse(index, frame_index_rule("scatter_frames", rows, "rows of base", true), validate);
-  at::Tensor out = at::empty(base.sizes(), base.options().memory_format(format));
-  if (out.numel() == 0) return out;
-  const uint32_t row_numel = checked_frame_numel(base, "scatter_frames");
-  const at::Tensor fill = fill_frame(fill_in, base, format);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "scatter_frames_cuda", [&] {
+  in.inverse = checked_inverse(
+      index, frame_index_rule(op, in.base.size(0), "rows of base", true), validate);
+  if (in.base.numel() > 0) in.fill = fill_frame(fill_in, in.base, in.format);
+  return in;
+}
+
+// Writes the rows of `out` (dense in in.format, non-empty; may be in.base itself).
+void launch_scatter(const char* op, at::Tensor& out, const ScatterInputs& in, bool relu) {
+  const int64_t rows = in.base.size(0);
+  const uint32_t row_numel = checked_frame_numel(in.base, op);
+  const bool skip_unnamed = out.is_same(in.base) && !in.fill.defined() && !relu;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.base.scalar_type(), "scatter_frames_cuda", [&] {
     constexpr int kWidth = pack_width<scalar_t>();
-    const scalar_t* fill_ptr = fill.defined() ? fill.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* fill_ptr = in.fill.defined() ? in.fill.data_ptr<scalar_t>() : nullptr;
     const bool wide = row_numel % kWidth == 0 &&
-                      all_aligned({base.data_ptr(), src.data_ptr(), out.data_ptr(), fill_ptr});
+                      all_aligned({in.base.data_ptr(), in.src.data_ptr(), out.data_ptr(), fill_ptr});
     with_pack_width<scalar_t>(wide, [&](auto width) {
       constexpr int N = decltype(width)::value;
       const RowGrid g = row_grid(rows, row_numel / N);
       scatter_frames_kernel<scalar_t, N><<<g.grid, g.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          base.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(), inverse.data_ptr<int64_t>(),
-          fill_ptr, relu, out.data_ptr<scalar_t>(), rows, row_numel);
+          in.base.data_ptr<scalar_t>(), in.src.data_ptr<scalar_t>(), in.inverse.data_ptr<int64_t>(),
+          fill_ptr, relu, skip_unnamed, out.data_ptr<scalar_t>(), rows, row_numel);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+}
+
+at::Tensor scatter_frames_cuda(const at::Tensor& base_in, const at::Tensor& src_in,
+                               const at::Tensor& index_in, const std::optional<at::Tensor>& fill_in,
+                               bool relu, bool validate) {
+  constexpr const char* op = "scatter_frames";
+  check_scatter_args(op, base_in, src_in, index_in, fill_in);
+  const c10::cuda::CUDAGuard guard(base_in.device());
+  const ScatterInputs in = prepare_scatter(op, base_in, src_in, index_in, fill_in, validate);
+  at::Tensor out = at::empty(in.base.sizes(), in.base.options().memory_format(in.format));
+  if (out.numel() == 0) return out;
+  launch_scatter(op, out, in, relu);
   return out;
+}
+
+// In place when common/checks.h's can_scatter_in_place allows it; otherwise
+// into a dense tensor of its own (base's dense copy when base is not dense),
+// then copied into base on the same stream. With validate=True a bad index
+// raises before anything is written.
+at::Tensor& scatter_frames_inplace_cuda(at::Tensor& base, const at::Tensor& src_in,
+                                        const at::Tensor& index_in,
+                                        const std::optional<at::Tensor>& fill_in, bool relu,
+                                        bool validate) {
+  constexpr const char* op = "scatter_frames_";
+  check_scatter_inplace_args(base, src_in, index_in, fill_in);
+  const c10::cuda::CUDAGuard guard(base.device());
+  const ScatterInputs in = prepare_scatter(op, base, src_in, index_in, fill_in, validate);
+  if (base.numel() == 0) return base;
+  at::Tensor out = base;
+  if (!can_scatter_in_place(base, in.base, in.src, in.fill)) {
+    out = in.base.is_same(base) ? at::empty(in.base.sizes(), in.base.options().memory_format(in.format))
+                                : in.base;
+  }
+  launch_scatter(op, out, in, relu);
+  if (!out.is_same(base)) base.copy_(out);
+  return base;
 }
 
 }  // namespace
@@ -352,4 +408,5 @@ TORCH_LIBRARY_IMPL(afnet_kernels, CUDA, m) {
   m.impl("gather_frames", &afnet_kernels::cuda::gather_frames_cuda);
   m.impl("_gather_frames_backward", &afnet_kernels::cuda::gather_frames_backward_cuda);
   m.impl("scatter_frames", &afnet_kernels::cuda::scatter_frames_cuda);
+  m.impl("scatter_frames_", &afnet_kernels::cuda::scatter_frames_inplace_cuda);
 }
