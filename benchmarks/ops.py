@@ -5,6 +5,9 @@ Times, for each activation size ``[N*T, C, H, W]`` and selection ratio:
   gather+shift  gather_frames(x, index, T, 8)        vs temporal_shift(x)[index]
   scatter       scatter_frames(base, src, index)     vs base.clone().index_add_(0, index, src)
   scatter+fill  scatter_frames(..., fill[C], relu)   vs reference (base + fill, index_copy_, relu)
+  scatter_ / scatter_+fill+relu
+                scatter_frames_(base, ...) in place  vs the same index_add_ / index_copy_ steps in place
+                                                     (the out-of-place rows above are the third column)
   blend         blend_branches(ample, focal, θ)      vs F.interpolate + elementwise blend + relu
   pool          pool_branches(ample, focal)          vs (F.interpolate + add).mean
   gather_tiles  gather_tiles(x, cells, G, ..., shift) vs tsm + pad + unfold + index
@@ -17,6 +20,10 @@ Our ops run with ``validate=False``, as the model calls them (the indices come f
 
 The tile ops cut each frame into G x G cells of ``--cell-px`` pixels (G = H // cell) and
 select the given ratio of all cells; tiles carry a 1-pixel halo (a 3x3 conv, stride 1).
+
+The in-place rows write into a scratch copy of x that every call overwrites again (base is dead
+after the scatter in the model): the values drift from call to call, the work does not. They are
+checked on a fresh copy before timing, and must land in that copy's own storage.
 
 GB/s counts each input read once and each output written once. Results go to a
 table (stdout and ops.txt), ops.json and ops.csv under --out (default
@@ -159,6 +166,24 @@ def check(ours: Callable, base: Callable, reference: Callable, name: str) -> Cal
     return run
 
 
+def check_in_place(ours: Callable, base: Callable, scratches, x: torch.Tensor, reference: Callable,
+                   name: str) -> Callable[[], None]:
+    """``check`` for in-place cases: each side runs once on its scratch reset to ``x`` and must
+    return that scratch, written in its own storage, equal to the reference."""
+
+    def run() -> None:
+        expected = reference()
+        for fn, scratch, what in ((base, scratches[1], f"{name} baseline"), (ours, scratches[0], name)):
+            scratch.copy_(x)
+            pointer = scratch.data_ptr()
+            out = fn()
+            if out is not scratch or scratch.data_ptr() != pointer:
+                raise SystemExit(f"correctness check failed for {what}: the result is not in base's storage")
+            assert_close(scratch, expected, f"{what} vs reference")
+
+    return run
+
+
 def build_cases(x, index, t: int, dtype, device) -> List[Case]:
     """Cases that depend on the selection (gather, scatter)."""
     rows, c, h, w = x.shape
@@ -197,6 +222,23 @@ def build_cases(x, index, t: int, dtype, device) -> List[Case]:
         out.index_copy_(0, index, x.index_select(0, index) + src)
         return out.relu_()
 
+    # In place: both sides overwrite a scratch copy of x on every call (see the module docstring).
+    scratch = x.clone()
+    ours_scratch, base_scratch = scratch.clone(), scratch.clone()
+
+    def scatter_plain_inplace():
+        return ak.scatter_frames_(ours_scratch, src, index, validate=False)
+
+    def scatter_plain_inplace_base():
+        return base_scratch.index_add_(0, index, src)
+
+    def scatter_fill_inplace():
+        return ak.scatter_frames_(ours_scratch, src, index, fill, relu=True, validate=False)
+
+    def scatter_fill_inplace_base():
+        picked = base_scratch.index_select(0, index) + src
+        return base_scratch.add_(fill_view).index_copy_(0, index, picked).relu_()
+
     return [
         Case("gather", gather_plain, gather_plain_base, "index_select", 2 * k * row_bytes,
              check(gather_plain, gather_plain_base, lambda: ref.gather_frames(x, index), "gather")),
@@ -211,6 +253,17 @@ def build_cases(x, index, t: int, dtype, device) -> List[Case]:
              (2 * rows + k) * row_bytes + c * es,
              check(scatter_fill, scatter_fill_base,
                     lambda: ref.scatter_frames(x, src, index, fill, True), "scatter+fill")),
+        # Without fill and ReLU only the K named rows are read and written.
+        Case("scatter_", scatter_plain_inplace, scatter_plain_inplace_base, "index_add_ (in place)",
+             3 * k * row_bytes,
+             check_in_place(scatter_plain_inplace, scatter_plain_inplace_base,
+                            (ours_scratch, base_scratch), x,
+                            lambda: ref.scatter_frames(x, src, index), "scatter_")),
+        Case("scatter_+fill+relu", scatter_fill_inplace, scatter_fill_inplace_base,
+             "add_+index_copy_+relu_", (2 * rows + k) * row_bytes + c * es,
+             check_in_place(scatter_fill_inplace, scatter_fill_inplace_base,
+                            (ours_scratch, base_scratch), x,
+                            lambda: ref.scatter_frames(x, src, index, fill, True), "scatter_+fill")),
     ]
 
 
@@ -376,11 +429,19 @@ def write(result: Dict, out_dir: Path) -> None:
 
 
 def summary(result: Dict) -> None:
-    """Prints the two goals: shift-gather speedup on CPU, >= 70% of clone's GB/s."""
+    """Prints the two goals (shift-gather speedup on CPU, >= 70% of clone's GB/s) and the in-place
+    scatter against the out-of-place one."""
     ours = [r for r in result["rows"] if r["impl"] == "afnet_kernels"]
     shift = [r["speedup"] for r in ours if r["op"] == "gather+shift"]
     print(f"gather+shift speedup vs tsm(x)[index]: min {min(shift):.2f}x, "
           f"median {statistics.median(shift):.2f}x (goal >= 1.5x on CPU)")
+    by_case = {(r["size"], r["ratio"], r["op"]): r["ms"] for r in ours}
+    for inplace, outplace in (("scatter_", "scatter"), ("scatter_+fill+relu", "scatter+fill+relu")):
+        ratios = [f"{size} {ratio:.0%}: {by_case[(size, ratio, outplace)] / ms:.2f}x"
+                  for (size, ratio, op), ms in by_case.items()
+                  if op == inplace and (size, ratio, outplace) in by_case]
+        if ratios:
+            print(f"{inplace} (in place) vs {outplace} (out of place), time ratio: " + ", ".join(ratios))
     low = [f"{r['op']} {r['size']} {r['ratio']:.0%}: {r['pct_clone']:.0f}%" for r in ours
            if r["pct_clone"] < 70]
     print("ops below 70% of clone's GB/s: " + (", ".join(low) if low else "none"))
