@@ -494,3 +494,22 @@ def test_residual_adds_write_into_dead_shortcuts() -> None:
     model.execution = "dense"
     with torch.no_grad():
         assert relative_error(out, model(video)) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["kernels", "torch"])
+def test_focal_blocks_scatter_into_their_shortcut(backend) -> None:
+    """Every focal block writes its output into its shortcut (the downsample output, or the
+    previous block's output, which nobody reads afterwards): the in-place scatter runs, the
+    out-of-place one never does, and the answer equals the dense computation."""
+    model = build_model("af_resnet50", 3)
+    model.backend = backend
+    masks = random_masks(num_gates(model), 1, 3, seed=22)
+    masks[0] = torch.ones(1, 3, dtype=torch.bool)  # no block without work (K = 0 skips the scatter)
+    masks = [m | torch.tensor([[True, False, False]]) for m in masks]
+    frozen = afnet.freeze(model)
+    video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(23))
+    with torch.no_grad(), OpCounter() as ops_run:
+        out = frozen(video, masks=masks)
+    assert ops_run.count("afnet_kernels.scatter_frames_") == (num_gates(model) if backend == "kernels" else 0)
+    assert ops_run.count("afnet_kernels.scatter_frames.") == 0
+    assert relative_error(out, run(model, video, "dense", masks)[0]) < 1e-5

@@ -73,25 +73,33 @@ def zero_response(block: BlockPlan, x: torch.Tensor, exact: bool) -> torch.Tenso
     return f0
 
 
-def run_focal_block(block: BlockPlan, x: torch.Tensor, selection: Selection, ctx: ExecutionContext) -> torch.Tensor:
+def run_focal_block(
+    block: BlockPlan, x: torch.Tensor, selection: Selection, ctx: ExecutionContext, owns_input: bool = False
+) -> torch.Tensor:
     """A focal block on the selected frames (or cells) of ``x`` ``[N*T, C, H, W]`` only.
 
     Selected rows (cells) get ``shortcut + F(shift(x))``; the others ``shortcut + F(0)`` (or the
-    shortcut alone without ``fill_zero_response``); then the block's ReLU.
+    shortcut alone without ``fill_zero_response``); then the block's ReLU. ``owns_input``: nobody
+    reads ``x`` after this block.
     """
     shortcut = _shortcut(block, x, ctx)
+    # The output is written into the shortcut when nobody reads it afterwards (a fresh downsample
+    # output, or an input given away): no new full-size tensor, whose fresh pages cost more than
+    # the scatter's own pass on the CPU.
+    writable = owns_input or block.shortcut is not None
     fill = zero_response(block, x, ctx.exact) if block.fill_zero_response else None
     if selection.is_empty:  # K = 0: F is skipped entirely
-        if fill is None:
-            return torch.relu(shortcut) if block.relu else shortcut
-        out = shortcut + fill
-        return out.relu_() if block.relu else out
+        out = shortcut if fill is None else (shortcut.add_(fill) if writable else shortcut + fill)
+        if not block.relu:
+            return out
+        return out.relu_() if writable or fill is not None else torch.relu(out)
     if isinstance(selection, CellSelection):
         return _run_focal_tiles(block, x, selection, shortcut, fill, ctx)
     # The indices come from select_frames: valid by construction, so no check (a host read on CUDA).
     rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div, validate=False)
     computed = run_steps(block.branch, rows, ctx)
-    return ctx.ops.scatter_frames(shortcut, computed, selection.index, fill, block.relu, validate=False)
+    scatter = ctx.ops.scatter_frames_ if writable else ctx.ops.scatter_frames
+    return scatter(shortcut, computed, selection.index, fill, block.relu, validate=False)
 
 
 def _run_focal_tiles(
@@ -151,7 +159,8 @@ def run_stage(stage: StagePlan, x: torch.Tensor, ctx: ExecutionContext) -> Tuple
     if ctx.skip_frames:
         selections = select_stage(decisions, ctx.ops, cells or None, ctx.pad_counts)
         for focal_block, selection in zip(stage.focal, selections):
-            refine = run_focal_block(focal_block, refine, selection, ctx)
+            # The stage input is done with once the ample branch and the gates have read it.
+            refine = run_focal_block(focal_block, refine, selection, ctx, owns_input=True)
     else:
         for focal_block, decision, cell in zip(stage.focal, decisions, cells or (None,) * len(decisions)):
             refine = run_masked_focal_block(focal_block, refine, decision.mask, ctx, cell)
