@@ -30,7 +30,7 @@ import torch
 
 from afnet.engine import FrozenTSN, freeze
 
-__all__ = ["FORMATS", "check_static", "export_model", "run_exported"]
+__all__ = ["FORMATS", "check_static", "export_model", "export_onnx", "run_exported"]
 
 FORMATS = ("onnx", "pt2")
 
@@ -50,7 +50,7 @@ def check_static(frozen: FrozenTSN) -> None:
 def _quiet() -> Iterator[None]:
     """Silence the exporters' progress lines and warnings about their own internals, which tell a
     user nothing they can act on (the round trip is checked by the caller)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export", "torch._export")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._export")]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -61,6 +61,17 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Union[str, Path], quiet: bool = True) -> Path:
+    """Export ``module`` called on ``example`` to one ONNX file (weights inside) with the
+    dynamo-based exporter: input ``video``, output ``logits``. What :func:`export_model` does
+    for an afnet model; the benchmark exports its torchvision baselines the same way."""
+    path = Path(path)
+    with torch.no_grad(), (_quiet() if quiet else contextlib.nullcontext()):
+        torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False,
+                          input_names=["video"], output_names=["logits"])
+    return path
 
 
 def export_model(
@@ -95,11 +106,9 @@ def export_model(
     path = Path(path)
     with torch.no_grad(), (_quiet() if quiet else contextlib.nullcontext()):
         frozen(example)  # builds the F(0) and mask caches the graph will hold as constants
-        if fmt == "pt2":
-            torch.export.save(torch.export.export(frozen, (example,)), str(path))
-        else:
-            torch.onnx.export(frozen, (example,), str(path), dynamo=True, external_data=False,
-                              input_names=["video"], output_names=["logits"])
+        if fmt == "onnx":
+            return export_onnx(frozen, example, path, quiet)
+        torch.export.save(torch.export.export(frozen, (example,)), str(path))
     return path
 
 
