@@ -43,8 +43,8 @@ def error_of(capsys, argv) -> str:
         # --only nomatch used to run the baselines alone, silently.
         (["--only", "nomatch"], "argument --only: 'nomatch' matches no entry; the entries are: tsn_resnet50-t8"),
         (["--only", "mobilenet,rt0.3"], "argument --only: 'rt0.3' matches no entry"),
-        (["--quick", "--profile", "mobilenet"],
-         "argument --profile: 'mobilenet' matches no entry; the entries are: tsn_resnet50-t8"),
+        (["--quick", "--profile", "budget0.5"],
+         "argument --profile: 'budget0.5' matches no entry; the entries are: tsn_resnet50-t8"),
         (["--only", "mobilenet", "--profile", "rt0.25"], "argument --profile: 'rt0.25' matches no entry"),
     ],
 )

@@ -1,28 +1,32 @@
-"""Baselines that AFNet is timed against: torchvision's ResNet-50 as TSN and as TSM.
+"""Baselines that AFNet is timed against: torchvision's ResNet-50 and MobileNetV3-Large as TSN and TSM.
 
-Both take a clip batch ``[N, T, 3, H, W]``, run the 2-D network on the ``N*T``
-frames (frame-major, row ``n*T + t``) and average the per-frame logits over T
-(TSN's "avg consensus"), giving ``[N, num_classes]``.
+Each takes a clip batch ``[N, T, 3, H, W]``, runs the 2-D network on the ``N*T`` frames
+(frame-major, row ``n*T + t``) and averages the per-frame logits over T (TSN's "avg
+consensus"), giving ``[N, num_classes]``. ResNet-50 is AF-ResNet50's reference, MobileNetV3
+AF-MobileNetV3's.
 
-TSM puts the temporal shift in every bottleneck's residual branch: the input of
-``conv1`` is shifted, the shortcut takes the unshifted input (the "residual
-shift" of the TSM paper, as AFNet-TSM uses it).
+TSM puts the temporal shift in every residual block's branch: the input of the block's first
+conv (a bottleneck's ``conv1``, an inverted residual's expansion or depthwise conv) is
+shifted, the shortcut takes the unshifted input (the "residual shift" of the TSM paper, as
+AFNet-TSM uses it). MobileNetV3 blocks without a shortcut get the shift too: AF-MobileNetV3
+shifts the input of every block, and the baseline does the same work.
 
-:class:`PlannedVideoResNet50` runs the same network on afnet's inference engine
-(``afnet.engine``): BN folded into every convolution, prepacked oneDNN weights,
-ReLU and the residual add fused into the convolutions, the TSM shift fused into
-one gather. That is exactly the treatment the AF models get, so that the
-benchmark compares AFNet with TSN at its best, not with an unfused TSN.
+:class:`PlannedBaseline` runs either network on afnet's inference engine (``afnet.engine``):
+BN folded into every convolution, prepacked oneDNN weights, ReLU/h-swish and the residual add
+fused into the convolutions, the TSM shift fused into one gather. That is exactly the
+treatment the AF models get, so that the benchmark compares AFNet with TSN at its best, not
+with an unfused TSN.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.mobilenetv3 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
 
 from afnet.engine.context import ExecutionContext
@@ -32,7 +36,7 @@ from afnet.engine.plan import InferencePlan, build_plan
 from afnet.models.description import Block, GlobalPool, Layers, Part
 from afnet.ops import BACKENDS, get_ops, shift_frames
 
-BASELINES = ("tsn_resnet50", "tsm_resnet50")
+BASELINES = ("tsn_resnet50", "tsm_resnet50", "tsn_mobilenetv3", "tsm_mobilenetv3")
 MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 
 
@@ -54,30 +58,86 @@ class ShiftedConv(nn.Module):
         return self.conv(shift_frames(x, self.num_segments, self.shift_div))
 
 
-def add_temporal_shift_(resnet: nn.Module, num_segments: int, shift_div: int = 8) -> nn.Module:
-    """Shift the input of ``conv1`` in every bottleneck of ``resnet``, in place; the shortcut stays unshifted."""
-    for block in resnet.modules():
-        if isinstance(block, Bottleneck) and not isinstance(block.conv1, ShiftedConv):
-            block.conv1 = ShiftedConv(block.conv1, num_segments, shift_div)
-    return resnet
+def _first_conv(block: nn.Module) -> Tuple[nn.Module, str]:
+    """The module holding the first conv of a residual block's branch, and its attribute name."""
+    if isinstance(block, Bottleneck):
+        return block, "conv1"
+    return block.block[0], "0"  # InvertedResidual: the first Conv2dNormActivation's conv
 
 
-class VideoResNet50(nn.Module):
-    """torchvision ResNet-50 applied per frame, logits averaged over T.
+def add_temporal_shift_(backbone: nn.Module, num_segments: int, shift_div: int = 8) -> nn.Module:
+    """Shift the input of the first conv of every residual block (ResNet bottleneck, MobileNetV3
+    inverted residual) of the torchvision ``backbone``, in place; shortcuts stay unshifted."""
+    for block in backbone.modules():
+        if isinstance(block, (Bottleneck, InvertedResidual)):
+            owner, name = _first_conv(block)
+            conv = getattr(owner, name)
+            if not isinstance(conv, ShiftedConv):
+                setattr(owner, name, ShiftedConv(conv, num_segments, shift_div))
+    return backbone
 
-    ``video`` ``[N, T, 3, H, W]`` -> logits ``[N, num_classes]``. With ``shift``
-    it is TSM-ResNet-50 (shift in every bottleneck's residual branch), without
-    it TSN-ResNet-50. Random initialisation: weights cannot be downloaded here
-    and do not change the time.
+
+class BlockAdapter:
+    """A torchvision residual block as the engine sees one.
+
+    The engine's plan (``afnet.engine.plan.build_plan``) reads these attributes of an afnet
+    ``ResidualBlock``: the branch modules in order (conv, BN, activation, squeeze-excitation,
+    ...), the shortcut modules (None: identity), whether the block adds a shortcut at all and
+    applies a ReLU after the add, and the TSM shift of the branch input (``shift_div`` 0: none;
+    a :class:`ShiftedConv` first conv gives its fold). BN must not be folded yet: the plan folds
+    it itself and fuses the activation behind it.
     """
 
-    def __init__(self, num_classes: int, num_segments: int, *, shift: bool = False, shift_div: int = 8) -> None:
+    fill_zero_response = True  # read for focal blocks only; a baseline has none
+
+    def __init__(self, block: nn.Module, num_segments: int) -> None:
+        if not any(isinstance(m, nn.BatchNorm2d) for m in block.modules()):
+            raise ValueError(
+                f"BlockAdapter needs the {type(block).__name__}'s BatchNorms (the plan folds them itself); "
+                "this block's BN was already folded by fold_batchnorm_"
+            )
+        self.block = block
+        self.num_segments = num_segments
+        owner, name = _first_conv(block)
+        first = getattr(owner, name)
+        self.shift_div = first.shift_div if isinstance(first, ShiftedConv) else 0
+        self._first = first.conv if isinstance(first, ShiftedConv) else first
+        if isinstance(block, Bottleneck):
+            self.has_residual, self.last_relu = True, True
+        else:  # MobileNetV3: no activation after the add, and a shortcut only where shapes allow
+            self.has_residual, self.last_relu = block.use_res_connect, False
+
+    def branch_modules(self) -> List[nn.Module]:
+        b = self.block
+        if isinstance(b, Bottleneck):
+            return [self._first, b.bn1, b.relu, b.conv2, b.bn2, b.relu, b.conv3, b.bn3]
+        modules: List[nn.Module] = []
+        for layer in b.block:  # Conv2dNormActivation (conv, BN[, act]) or SqueezeExcitation
+            modules += list(layer) if isinstance(layer, nn.Sequential) else [layer]
+        modules[0] = self._first
+        return modules
+
+    def shortcut_modules(self) -> Optional[List[nn.Module]]:
+        downsample = getattr(self.block, "downsample", None)
+        return list(downsample) if downsample is not None else None
+
+
+class VideoBaseline(nn.Module):
+    """A torchvision 2-D network applied per frame, logits averaged over T.
+
+    ``video`` ``[N, T, 3, H, W]`` -> logits ``[N, num_classes]``. With ``shift`` it is the TSM
+    form (shift in every residual block's branch), without it TSN. Random initialisation:
+    weights cannot be downloaded here and do not change the time. Subclasses say how the
+    engine sees the network (:meth:`describe`, :meth:`head`).
+    """
+
+    def __init__(self, base: nn.Module, num_segments: int, *, shift: bool, shift_div: int) -> None:
         super().__init__()
         if num_segments < 1:
             raise ValueError(f"num_segments must be >= 1, got {num_segments}")
         self.num_segments = num_segments
         self.shift = shift
-        self.base = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+        self.base = base
         if shift:
             add_temporal_shift_(self.base, num_segments, shift_div)
 
@@ -94,61 +154,80 @@ class VideoResNet50(nn.Module):
         logits = self.base(video.flatten(0, 1))
         return logits.view(n, t, -1).mean(dim=1)
 
+    def residual_blocks(self) -> List[nn.Module]:
+        """The torchvision residual blocks, in forward order."""
+        return [m for m in self.base.modules() if isinstance(m, (Bottleneck, InvertedResidual))]
 
-def create_baseline(name: str, *, num_classes: int, num_segments: int) -> VideoResNet50:
-    """``"tsn_resnet50"`` or ``"tsm_resnet50"``."""
+    def describe(self) -> List[Part]:
+        """The backbone as an engine description: ``[N*T, 3, H, W] -> [N*T, C]`` features."""
+        raise NotImplementedError
+
+    def head(self) -> nn.Module:
+        """The classifier on the pooled features ``[N*T, C]``."""
+        raise NotImplementedError
+
+
+class VideoResNet50(VideoBaseline):
+    """torchvision ResNet-50 per frame: TSN-ResNet50, or TSM-ResNet50 with ``shift``."""
+
+    def __init__(self, num_classes: int, num_segments: int, *, shift: bool = False, shift_div: int = 8) -> None:
+        base = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+        super().__init__(base, num_segments, shift=shift, shift_div=shift_div)
+
+    def describe(self) -> List[Part]:
+        """Stem, the 16 bottlenecks, the global pool."""
+        b = self.base
+        blocks = [BlockAdapter(m, self.num_segments) for m in self.residual_blocks()]
+        return [Layers((b.conv1, b.bn1, b.relu, b.maxpool)), *(Block(m) for m in blocks), GlobalPool()]
+
+    def head(self) -> nn.Module:
+        return self.base.fc
+
+
+class VideoMobileNetV3(VideoBaseline):
+    """torchvision MobileNetV3-Large per frame: TSN-MobileNetV3, or TSM-MobileNetV3 with ``shift``."""
+
+    def __init__(self, num_classes: int, num_segments: int, *, shift: bool = False, shift_div: int = 8) -> None:
+        base = torchvision.models.mobilenet_v3_large(weights=None, num_classes=num_classes)
+        super().__init__(base, num_segments, shift=shift, shift_div=shift_div)
+
+    def describe(self) -> List[Part]:
+        """Stem conv, the 15 inverted residuals, the last 1x1 conv, the global pool."""
+        features = self.base.features
+        blocks = [BlockAdapter(m, self.num_segments) for m in self.residual_blocks()]
+        return [Layers(tuple(features[0])), *(Block(m) for m in blocks), Layers(tuple(features[-1])), GlobalPool()]
+
+    def head(self) -> nn.Module:
+        return self.base.classifier
+
+
+_ARCHS = {
+    "tsn_resnet50": (VideoResNet50, False), "tsm_resnet50": (VideoResNet50, True),
+    "tsn_mobilenetv3": (VideoMobileNetV3, False), "tsm_mobilenetv3": (VideoMobileNetV3, True),
+}
+
+
+def create_baseline(name: str, *, num_classes: int, num_segments: int) -> VideoBaseline:
+    """One of :data:`BASELINES`: ``tsn_``/``tsm_`` + ``resnet50``/``mobilenetv3``."""
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
-    return VideoResNet50(num_classes, num_segments, shift=name == "tsm_resnet50")
+    model_class, shift = _ARCHS[name]
+    return model_class(num_classes, num_segments, shift=shift)
 
 
-class BottleneckAdapter:
-    """A torchvision ``Bottleneck`` as the engine sees a residual block.
-
-    The engine's plan (``afnet.engine.plan.build_plan``) reads these attributes of an afnet
-    ``ResidualBlock``: the branch ``conv1 → bn1 → ReLU → conv2 → bn2 → ReLU → conv3 → bn3``, the
-    shortcut ``downsample`` (None: identity), the ReLU after the add, and the TSM shift of the
-    branch input (``shift_div`` 0: none; a :class:`ShiftedConv` ``conv1`` gives its fold).
-    BN must not be folded yet: the plan folds it itself and fuses the ReLU behind it.
-    """
-
-    has_residual = True
-    last_relu = True
-    fill_zero_response = True  # read for focal blocks only; a baseline has none
-
-    def __init__(self, block: Bottleneck, num_segments: int) -> None:
-        if not all(isinstance(getattr(block, f"bn{i}"), nn.BatchNorm2d) for i in (1, 2, 3)):
-            raise ValueError(
-                "BottleneckAdapter needs the block's BatchNorms (the plan folds them itself); "
-                "this block's BN was already folded by fold_batchnorm_"
-            )
-        self.block = block
-        self.num_segments = num_segments
-        shifted = isinstance(block.conv1, ShiftedConv)
-        self.shift_div = block.conv1.shift_div if shifted else 0
-        self._conv1 = block.conv1.conv if shifted else block.conv1
-
-    def branch_modules(self) -> List[nn.Module]:
-        b = self.block
-        return [self._conv1, b.bn1, b.relu, b.conv2, b.bn2, b.relu, b.conv3, b.bn3]
-
-    def shortcut_modules(self) -> Optional[List[nn.Module]]:
-        return list(self.block.downsample) if self.block.downsample is not None else None
-
-
-class PlannedVideoResNet50(nn.Module):
-    """A :class:`VideoResNet50` (TSN or TSM) run by afnet's inference engine, for inference only.
+class PlannedBaseline(nn.Module):
+    """A :class:`VideoBaseline` (TSN or TSM) run by afnet's inference engine, for inference only.
 
     ``video`` ``[N, T, 3, H, W]`` -> logits ``[N, num_classes]``, equal to ``model(video)`` in
     eval up to the summation order of the folded convolutions. The frames run in
     ``memory_format`` (set it between calls to try both layouts). One plan is made per layout,
     dtype and device at its first call: a snapshot of ``model``'s weights at that time, as the AF
-    models' frozen form is. ``backend`` selects the frame ops of the TSM shift (``"kernels"`` or ``"torch"``). The
-    BN of ``model`` must not be folded.
+    models' frozen form is. ``backend`` selects the frame ops of the TSM shift (``"kernels"`` or
+    ``"torch"``). The BN of ``model`` must not be folded.
     """
 
     def __init__(
-        self, model: VideoResNet50, backend: str = "kernels",
+        self, model: VideoBaseline, backend: str = "kernels",
         memory_format: torch.memory_format = torch.channels_last,
     ) -> None:
         super().__init__()
@@ -159,34 +238,23 @@ class PlannedVideoResNet50(nn.Module):
         self.video_model = model
         self.backend = backend
         self.memory_format = memory_format
-        base = model.base
-        # Validates every block now (BN not folded), not at the first forward.
-        self._blocks = [
-            BottleneckAdapter(b, model.num_segments)
-            for layer in (base.layer1, base.layer2, base.layer3, base.layer4) for b in layer
-        ]
+        self._parts = model.describe()  # validates every block now (BN not folded), not at the first forward
         self._plans: Dict[tuple, InferencePlan] = {}
-
-    def describe(self) -> List[Part]:
-        """Stem, the 16 bottlenecks, the global pool: ``[N*T, 3, H, W] -> [N*T, 2048]``."""
-        base = self.video_model.base
-        return [Layers((base.conv1, base.bn1, base.relu, base.maxpool)),
-                *(Block(b) for b in self._blocks), GlobalPool()]
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if self.training:
-            raise RuntimeError("PlannedVideoResNet50 runs inference only (BN running statistics): call .eval()")
+            raise RuntimeError("PlannedBaseline runs inference only (BN running statistics): call .eval()")
         self.video_model.check_video(video)
         n, t = video.shape[:2]
         x = video.flatten(0, 1).contiguous(memory_format=self.memory_format)
         ctx = ExecutionContext(get_ops(self.backend), counter=active_counter())
-        weight = self.video_model.base.conv1.weight  # a plan per layout, dtype and device
+        weight = next(self.video_model.parameters())  # a plan per layout, dtype and device
         key = (self.memory_format, weight.dtype, weight.device)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = build_plan(self.describe(), self.memory_format)
+            plan = self._plans[key] = build_plan(self._parts, self.memory_format)
         features, _ = run_plan(plan, x, ctx)
-        logits = self.video_model.base.fc(features)
+        logits = self.video_model.head()(features)
         return logits.view(n, t, -1).mean(dim=1)
 
 
@@ -201,7 +269,23 @@ def _fuse_pair(owner: nn.Module, conv_name: str, bn_name: str) -> None:
     setattr(owner, bn_name, nn.Identity())
 
 
-def fold_batchnorm_(model: VideoResNet50) -> VideoResNet50:
+def _conv_bn_pairs(owner: nn.Module) -> List[Tuple[str, str]]:
+    """The (conv, BN) attribute pairs of ``owner`` where the BN directly follows the conv: the
+    ResNet stem and bottlenecks name them, ``nn.Sequential`` (a shortcut, MobileNetV3's
+    ``Conv2dNormActivation``) lists them in order."""
+    if isinstance(owner, torchvision.models.ResNet):
+        return [("conv1", "bn1")]
+    if isinstance(owner, Bottleneck):
+        return [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+    if isinstance(owner, nn.Sequential):
+        mods = owner._modules
+        names = list(mods)
+        return [(a, b) for a, b in zip(names, names[1:])
+                if isinstance(mods[a], (nn.Conv2d, ShiftedConv)) and isinstance(mods[b], nn.BatchNorm2d)]
+    return []
+
+
+def fold_batchnorm_(model: VideoBaseline) -> VideoBaseline:
     """Fold every BatchNorm into the conv before it, in place (eval models only).
 
     The same inference-time treatment the AF models get, so that the baseline
@@ -209,23 +293,21 @@ def fold_batchnorm_(model: VideoResNet50) -> VideoResNet50:
     """
     if model.training:
         raise ValueError("fold_batchnorm_ needs a model in eval mode (BN statistics are frozen into the convs)")
-    base = model.base
-    _fuse_pair(base, "conv1", "bn1")
-    for block in base.modules():
-        if isinstance(block, Bottleneck):
-            for i in (1, 2, 3):
-                _fuse_pair(block, f"conv{i}", f"bn{i}")
-            if block.downsample is not None:
-                _fuse_pair(block.downsample, "0", "1")
+    pairs = [(owner, conv, bn) for owner in model.base.modules() for conv, bn in _conv_bn_pairs(owner)]
+    for owner, conv, bn in pairs:  # collected first: folding replaces modules
+        _fuse_pair(owner, conv, bn)
     return model
 
 
-def count_gflops(model: VideoResNet50, video: torch.Tensor) -> float:
+def count_gflops(model: VideoBaseline, video: torch.Tensor) -> float:
     """GFLOPs per video of a baseline on ``video`` ``[N, T, 3, H, W]``, in the paper's convention.
 
     Multiply-accumulates of convs (``c_in*c_out*h_out*w_out*k²/groups``) and
-    linears (``in*out``), plus ``9*`` the output elements of the stem max-pool;
-    BN, ReLU, shift and pooling elsewhere count zero. Runs one forward pass.
+    linears (``in*out``), plus ``9*`` the output elements of the ResNet stem's max-pool;
+    BN, activations (ReLU, h-swish, h-sigmoid), shift and the other pools count zero.
+    MobileNetV3's squeeze-excitation FCs (1x1 convs on the pooled vector) count ``in*out``
+    per frame, as linears: the convention in which ``afnet.count_flops`` counts
+    AF-MobileNetV3 (its SE FCs are ``nn.Linear``). Runs one forward pass.
     """
     total = 0
 

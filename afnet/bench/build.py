@@ -8,12 +8,18 @@ For each group of entries sharing a model (``Entry.model_key``) :func:`build_and
    learned navigation (the budget and exact rules) gets a ranking of the frames that rounding
    cannot flip and a threshold keeping ``rt`` of them (:func:`calibrate_navigation_`);
 2. computes the reference: the unfolded torchvision network (baselines) or the dense,
-   released computation (AF models);
+   released computation of the live model (AF models);
 3. checks every entry's call against it: sparse, folded == dense on the same masks; planned
-   and BN-folded baselines == torchvision; compiled and graphed == the eager call they wrap;
+   and BN-folded baselines == torchvision; compiled, graphed and onnxruntime calls == the
+   eager call they wrap;
 4. converts the model to the run's dtype when that is lower, and checks every call again, now
    against the full-precision reference, allowing twice the error the reference computation
-   itself makes in that dtype.
+   itself makes in that dtype. Compiled calls are built and checked in the run's dtype only:
+   a compilation costs 30-90 s per model and dtype, and the full-precision one is never timed.
+
+Every engine call of an AF model (sparse, folded, budgeted eager, compiled or graphed, the
+threshold rule under ``reduce-overhead``, the ONNX export) runs a frozen form of it
+(``afnet.freeze``), the explicit inference form; only the dense reference runs the live model.
 
 A failed check raises :class:`BenchCheckError`: the timings would be meaningless.
 """
@@ -22,8 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -32,6 +41,8 @@ from torch import nn
 from afnet.bench import baselines
 from afnet.layers import count_for_ratio
 from afnet.bench.config import SPATIAL_POLICY, BenchConfig, Entry
+from afnet.tools.cuda_graph import StaticGraph
+from afnet.tools.export import export_model, export_onnx
 
 # ‖a − b‖ / ‖b‖ allowed between two full-precision computations of the same function (BN
 # folding and summation order differ; a wrong frame or fill is off by far more). Lower
@@ -40,6 +51,12 @@ REL_TOL = {torch.float64: 1e-10, torch.float32: 5e-4}
 # Calls of a reduce-overhead compiled model before its output is read: the first ones run
 # eagerly and record, later ones replay the CUDA graphs.
 RECORD_CALLS = 3
+# Runners that compile: each costs 30-90 s per model and dtype; a time budget counts them at
+# this many seconds (``--time-budget``). The rest of a build is seconds.
+COMPILED_RUNNERS = ("compiled", "reduce-overhead")
+COMPILE_SECONDS = {"cuda": 60.0, "cpu": 90.0}
+# What a time budget keeps back for timing and writing the results: this share, at least 10 s.
+TIMING_SHARE = 0.1
 
 Call = Callable[[], torch.Tensor]
 
@@ -179,6 +196,33 @@ def _compile(model: nn.Module, runner: str) -> Callable[..., Any]:
     return torch.compile(model, fullgraph=True, dynamic=False)
 
 
+def onnxruntime_call(path: Path, x: torch.Tensor, threads: int) -> Call:
+    """A call running the ONNX file ``path`` on ``x`` in onnxruntime's CPU execution provider.
+
+    Session options, the same for every onnxruntime row: ``threads`` intra-op threads (the run's),
+    one inter-op thread, every graph optimization, and no spinning: the runners are timed
+    interleaved on the same cores, and threads spinning after a call would steal the next
+    runner's cores. The session holds the model in memory: ``path`` may go after this returns.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.detach().cpu().contiguous().numpy()}
+    return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+
+def _exported_call(export: Callable[[Path], Path], x: torch.Tensor, threads: int) -> Call:
+    """Export with ``export(path)`` into a temporary folder and open the file in onnxruntime."""
+    with tempfile.TemporaryDirectory(prefix="afnet-bench-onnx-") as folder:
+        return onnxruntime_call(export(Path(folder) / "model.onnx"), x, threads)
+
+
 @dataclass
 class Group:
     """The models of one ``model_key``.
@@ -206,30 +250,30 @@ class Group:
 
 def _baseline_group(entries: List[Entry], cfg: BenchConfig, video: torch.Tensor, generator: torch.Generator) -> Group:
     """torchvision's network (compiled: the unfolded one, which inductor folds itself), its
-    BN-folded copy (the eager row) and the engine plan over the unfolded one (shared weights)."""
+    BN-folded copy (the eager, graphed and onnxruntime rows) and the engine plan over the unfolded
+    one in each layout (shared weights)."""
     e0 = entries[0]
     tv = baselines.create_baseline(e0.arch, num_classes=cfg.num_classes, num_segments=e0.frames)
     tv = tv.to(device=cfg.device, dtype=video.dtype, memory_format=_memory_format(cfg.layout))
     calibrate_(tv, video, generator)
     folded = baselines.fold_batchnorm_(copy.deepcopy(tv)) if cfg.fold_baselines else tv
-    planned = baselines.PlannedVideoResNet50(tv, backend=cfg.backend).eval()
+    planned = {layout: baselines.PlannedBaseline(tv, backend=cfg.backend, memory_format=_memory_format(layout)).eval()
+               for layout in {e.layout for e in entries if e.execution == "planned"}}
     gflops = baselines.count_gflops(tv, video)
     with torch.inference_mode():
         reference_output = tv(video)
 
     def make_call(e: Entry, x: torch.Tensor) -> Call:
-        if e.execution == "planned":
-            fmt = _memory_format(e.layout)
-
-            def run_planned() -> torch.Tensor:
-                planned.memory_format = fmt
-                return planned(x)
-
-            return run_planned
+        module = planned[e.layout] if e.execution == "planned" else folded
         if e.runner == "compiled":
             compiled = _compile(tv, e.runner)
             return lambda: compiled(x)
-        return lambda: folded(x)
+        if e.runner == "graphed":
+            graph = StaticGraph(module, x)
+            return lambda: graph(x)
+        if e.runner == "onnxruntime":
+            return _exported_call(lambda path: export_onnx(folded, x, path), x, cfg.threads)
+        return lambda: module(x)
 
     def to_dtype(dtype: torch.dtype) -> None:
         tv.to(dtype)
@@ -290,12 +334,13 @@ def _af_group(entries: List[Entry], cfg: BenchConfig, video: torch.Tensor, gener
 
     # The engine's calls run frozen forms of the model (afnet.freeze): snapshots, made again
     # after the model changes dtype.
-    frozen: Dict[Tuple[str, Optional[str]], nn.Module] = {}
+    frozen: Dict[Tuple[str, Optional[str], Optional[str]], nn.Module] = {}
 
-    def frozen_model(execution: str, pad_counts: Optional[str] = None) -> nn.Module:
-        key = (execution, pad_counts)
+    def frozen_model(execution: str, pad_counts: Optional[str] = None, backend: Optional[str] = None) -> nn.Module:
+        key = (execution, pad_counts, backend)
         if key not in frozen:
-            frozen[key] = afnet.freeze(model, execution=execution, pad_counts=pad_counts)
+            frozen[key] = afnet.freeze(model, execution=execution, pad_counts=pad_counts,
+                                       backend=backend or model.backend)
         return frozen[key]
 
     def make_call(e: Entry, x: torch.Tensor) -> Call:
@@ -307,6 +352,9 @@ def _af_group(entries: List[Entry], cfg: BenchConfig, video: torch.Tensor, gener
         if e.runner == "graphed":
             graph = afnet.cuda_graph(frozen_model(e.execution), x)
             return lambda: graph(x)
+        if e.runner == "onnxruntime":  # ONNX holds standard ops only: the pure-PyTorch frame ops
+            onnx_model = frozen_model(e.execution, backend="torch")
+            return _exported_call(lambda path: export_model(onnx_model, x, path, "onnx"), x, cfg.threads)
         # The threshold rule's counts padded to powers of two: a bounded set of shapes to graph.
         pad_counts = "pow2" if e.runner == "reduce-overhead" else None
         compiled = _compile(frozen_model(e.execution, pad_counts), e.runner)
@@ -355,9 +403,14 @@ def _what(e: Entry, cfg: BenchConfig) -> Optional[str]:
 
 
 def _check_group(group: Group, cfg: BenchConfig, video: torch.Tensor) -> Dict[str, Call]:
-    """Check every entry's call in full precision, then in ``cfg.dtype``; the calls in ``cfg.dtype``."""
+    """Check every entry's call in full precision, then in ``cfg.dtype``; the calls in ``cfg.dtype``.
+
+    A compiled call of a lower-precision run is built and checked in ``cfg.dtype`` only (see the
+    module docstring); its ``check_rel_err`` stays None.
+    """
     calls: Dict[str, Call] = {}
     ref = group.reference_output
+    lower = cfg.dtype != video.dtype
     with torch.inference_mode(), no_tf32():
         eager: Dict[str, torch.Tensor] = {}
         for e in group.entries:  # compiled and graphed AF calls are checked against the eager ones
@@ -366,15 +419,19 @@ def _check_group(group: Group, cfg: BenchConfig, video: torch.Tensor) -> Dict[st
                 # The dense call is the reference, already computed (with its masks) while building.
                 eager[twin.key] = ref if _what(twin, cfg) is None else group.eager_output(twin, video)
         for e in group.entries:
+            group.facts[e.key]["check_rel_err"] = None
+            if lower and e.runner in COMPILED_RUNNERS:
+                continue
             what = _what(e, cfg)
             calls[e.key] = group.make_call(e, video)
+            if what is None:
+                continue
             out = eager[e.key] if e.key in eager else _output(calls[e.key], e)
             expected = ref if e.runner == "eager" or e.is_baseline else eager[e.twin(runner="eager").key]
-            err = None if what is None else rel_err(out, expected)
-            if what is not None:
-                _check(e.key, err, REL_TOL[video.dtype], what)
+            err = rel_err(out, expected)
+            _check(e.key, err, REL_TOL[video.dtype], what)
             group.facts[e.key]["check_rel_err"] = err
-    if cfg.dtype == video.dtype:
+    if not lower:
         return calls
     group.to_dtype(cfg.dtype)  # outside inference_mode: the weights stay normal tensors
     low = video.to(cfg.dtype)
@@ -389,9 +446,18 @@ def _check_group(group: Group, cfg: BenchConfig, video: torch.Tensor) -> Dict[st
     return calls
 
 
-def missing_ops(e: Entry, cfg: BenchConfig) -> Optional[str]:
-    """Why ``e`` cannot run on this build (None: it can). The spatial models need the tile ops
-    (their FLOPs are counted on the sparse path too)."""
+def unavailable(e: Entry, cfg: BenchConfig) -> Optional[str]:
+    """Why ``e`` cannot run in this run (None: it can).
+
+    The spatial models need the tile ops (their FLOPs are counted on the sparse path too); the
+    onnxruntime rows need onnxruntime and onnxscript (the dynamo exporter) and run in float32.
+    """
+    if e.runner == "onnxruntime":
+        missing = [name for name in ("onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"onnxruntime rows: {' and '.join(missing)} not installed (pip install onnxruntime onnxscript)"
+        if cfg.dtype != torch.float32:
+            return f"onnxruntime rows run in float32 only, this run is {str(cfg.dtype).replace('torch.', '')}"
     if e.rs is None:
         return None
     import afnet_kernels
@@ -405,18 +471,43 @@ def missing_ops(e: Entry, cfg: BenchConfig) -> Optional[str]:
     return f"the spatial sparse path needs the tile ops, missing from this build: {', '.join(missing)}"
 
 
+def _within_budget(
+    members: List[Entry], cfg: BenchConfig, deadline: Optional[float], skipped: Dict[str, str],
+) -> List[Entry]:
+    """``members`` less the compiled entries whose compilation no longer fits before ``deadline``
+    (their reasons go into ``skipped``). Each compilation counts ``COMPILE_SECONDS``, and a share
+    of the budget is kept back for timing. Time only runs out: once one compiled entry does not
+    fit, no later one does, so an AF model is never compiled after its family's TSN was not."""
+    if deadline is None:
+        return members
+    left = deadline - time.monotonic() - max(10.0, TIMING_SHARE * (cfg.time_budget or 0.0))
+    cost = COMPILE_SECONDS[torch.device(cfg.device).type]
+    kept = []
+    for e in members:
+        if e.runner in COMPILED_RUNNERS:
+            if left < cost:
+                skipped[e.key] = (f"time budget: {max(left, 0.0):.0f} s left of --time-budget {cfg.time_budget:g}, "
+                                  f"a compilation takes about {cost:.0f} s")
+                continue
+            left -= cost
+        kept.append(e)
+    return kept
+
+
 def build_and_check(
     cfg: BenchConfig,
     entries: Sequence[Entry],
     videos: Dict[int, torch.Tensor],
     log: Callable[[str], None],
-) -> Tuple[Dict[str, Call], Dict[str, Dict[str, Any]]]:
-    """``(calls, facts)`` of ``entries``: a checked zero-argument call per entry key, bound to the
-    input ``videos[T]`` in ``cfg.dtype``, and the facts per entry key (GFLOPs, ratios realized,
-    check error).
+    deadline: Optional[float] = None,
+) -> Tuple[Dict[str, Call], Dict[str, Dict[str, Any]], Dict[str, str]]:
+    """``(calls, facts, skipped)`` of ``entries``: a checked zero-argument call per entry key,
+    bound to the input ``videos[T]`` in ``cfg.dtype``, the facts per entry key (GFLOPs, ratios
+    realized, check error), and the entries not built for lack of time, with the reason.
 
-    ``videos`` are in full precision (float64 when ``cfg.dtype`` is, else float32). Raises
-    :class:`BenchCheckError` when a check fails.
+    ``videos`` are in full precision (float64 when ``cfg.dtype`` is, else float32). ``deadline``
+    (``time.monotonic()`` seconds, or None) drops compiled entries that would not fit before it.
+    Raises :class:`BenchCheckError` when a check fails.
     """
     generator = torch.Generator().manual_seed(cfg.seed)
     groups: Dict[str, List[Entry]] = {}
@@ -424,7 +515,9 @@ def build_and_check(
         groups.setdefault(e.model_key, []).append(e)
     calls: Dict[str, Call] = {}
     facts: Dict[str, Dict[str, Any]] = {}
+    skipped: Dict[str, str] = {}
     for key, members in groups.items():
+        members = _within_budget(members, cfg, deadline, skipped)  # never empty: only compiled entries go
         torch.manual_seed(cfg.seed)
         start = time.perf_counter()
         log(f"building and checking {key} ({', '.join(e.variant for e in members)})")
@@ -436,4 +529,4 @@ def build_and_check(
         calls.update(_check_group(group, cfg, video))
         facts.update(group.facts)
         log(f"checked {key} in {time.perf_counter() - start:.1f} s")
-    return calls, facts
+    return calls, facts, skipped

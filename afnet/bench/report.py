@@ -4,9 +4,10 @@ Units: GFLOPs are multiply-accumulates per video in the paper's convention
 (``afnet.count_flops``); latencies are per call of one batch; videos/s and
 achieved GFLOP/s are per second of wall clock.
 
-Every ratio "against TSN" is against the **fastest** TSN row of the same run and batch
-(torchvision, planned in either layout, or compiled), and "against TSM" against the fastest
-TSM row: a baseline is compared at its best, never at a weak variant.
+Every ratio "against TSN" is against the **fastest** TSN row of the same run, batch and
+backbone family (torchvision, planned in either layout, compiled, graphed; ResNet-50 for the
+AF-ResNets, MobileNetV3 for AF-MobileNetV3), and "against TSM" against the fastest TSM row of
+the family: a baseline is compared at its best, never at a weak variant.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from afnet.bench.config import TSM, TSN, Entry
+from afnet.bench.config import FAMILIES, Entry, family
 from afnet.bench.timing import Stats
 
 Row = Dict[str, Any]
 
 CSV_FIELDS = (
-    "key", "model", "arch", "variant", "execution", "rule", "runner", "layout", "batch", "frames", "shift",
+    "key", "model", "arch", "family", "variant", "execution", "rule", "runner", "layout", "batch", "frames", "shift",
     "rt_target", "rt_realized", "rs_target", "rs_realized", "gflops", "gflops_executed",
     "latency_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "mean_ms", "samples", "ms_per_video",
     "videos_per_s", "speedup_vs_tsn", "speedup_vs_tsm", "speedup_vs_dense", "speedup_vs_eager",
@@ -40,6 +41,12 @@ def fastest(rows: Sequence[Row], arch: str) -> Optional[Row]:
     return min(candidates, key=lambda r: r["latency_ms"]) if candidates else None
 
 
+def references(rows: Sequence[Row]) -> Dict[str, Tuple[Optional[Row], Optional[Row]]]:
+    """Per backbone family present in ``rows``: its fastest TSN and TSM rows (or None)."""
+    present = {family(r["arch"]) for r in rows}
+    return {fam: (fastest(rows, tsn), fastest(rows, tsm)) for fam, (tsn, tsm) in FAMILIES.items() if fam in present}
+
+
 def build_rows(
     entries: Sequence[Entry],
     stats: Mapping[str, Stats],
@@ -49,9 +56,10 @@ def build_rows(
     """One row per entry, with the derived columns.
 
     ``facts[entry.key]`` holds ``gflops`` and ``rt_realized`` (optionally ``rs_realized``,
-    ``gflops_executed``, ``check_rel_err`` and, for a low-precision run, ``check_rel_err_lowp``). Speedups are ratios of median latencies: against
-    the fastest TSN and TSM rows (``tsn_reference``/``tsm_reference`` name them), against the
-    dense twin on the same masks, and against the eager call a compiled or graphed one wraps.
+    ``gflops_executed``, ``check_rel_err`` and, for a low-precision run, ``check_rel_err_lowp``).
+    Speedups are ratios of median latencies: against the fastest TSN and TSM rows of the entry's
+    family (``tsn_reference``/``tsm_reference`` name them), against the dense twin on the same
+    masks, and against the eager call a compiled, graphed or onnxruntime one wraps.
     Efficiency = speedup vs TSN ÷ (TSN GFLOPs / row GFLOPs), i.e. the achieved GFLOP/s relative
     to the fastest TSN's (1.0: every FLOP saved is time saved).
     """
@@ -72,13 +80,15 @@ def build_rows(
             "check_rel_err_lowp": f.get("check_rel_err_lowp"),
         })
     latency = {r["key"]: r["latency_ms"] for r in rows}
-    tsn, tsm = fastest(rows, TSN), fastest(rows, TSM)
-    tsn_ms = tsn["latency_ms"] if tsn else None
+    refs = references(rows)
     for e, r in zip(entries, rows):
+        tsn, tsm = refs[e.family]
+        r["family"] = e.family
         r["tsn_reference"] = tsn["key"] if tsn else None
         r["tsm_reference"] = tsm["key"] if tsm else None
-        r["speedup_vs_tsn"] = _ratio(tsn_ms, r["latency_ms"])
-        r["speedup_vs_tsm"] = None if e.arch == TSN or not tsm else _ratio(tsm["latency_ms"], r["latency_ms"])
+        r["speedup_vs_tsn"] = _ratio(tsn["latency_ms"], r["latency_ms"]) if tsn else None
+        is_tsn = e.arch == FAMILIES[e.family][0]
+        r["speedup_vs_tsm"] = None if is_tsn or not tsm else _ratio(tsm["latency_ms"], r["latency_ms"])
         dense = e.twin(execution="dense", runner="eager").key if e.execution in ("sparse", "folded") else None
         r["speedup_vs_dense"] = _ratio(latency.get(dense), r["latency_ms"])
         eager = e.twin(runner="eager").key if e.runner != "eager" else None
@@ -126,12 +136,13 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def references_line(rows: Sequence[Row]) -> str:
-    """Which rows the ×TSN and ×TSM columns divide by."""
+    """Which rows the ×TSN and ×TSM columns divide by, per family."""
     parts = []
-    for arch, name in ((TSN, "x TSN"), (TSM, "x TSM")):
-        ref = fastest(rows, arch)
-        if ref is not None:
-            parts.append(f"{name} is against the fastest {ref['model']}: {ref['variant']} ({ref['latency_ms']:.1f} ms)")
+    for fam, pair in references(rows).items():
+        for ref, name in zip(pair, ("x TSN", "x TSM")):
+            if ref is not None:
+                parts.append(f"{name} of the {fam} rows is against the fastest {ref['model']}: {ref['variant']} "
+                             f"({ref['latency_ms']:.1f} ms)")
     return "; ".join(parts)
 
 
@@ -140,11 +151,12 @@ def write_json(
     skipped: Optional[Mapping[str, str]] = None,
 ) -> None:
     """``{"env", "config", "reference", "skipped", "results"}``; ``reference`` names the fastest
-    TSN and TSM rows of each batch, ``skipped`` the entries this build cannot run and why."""
+    TSN and TSM rows per batch and family (``{"8": {"resnet50": {"tsn": key, "tsm": key}}}``),
+    ``skipped`` the entries not run and why."""
     batches = sorted({r["batch"] for r in rows})
     reference = {
-        str(b): {"tsn": (fastest([r for r in rows if r["batch"] == b], TSN) or {}).get("key"),
-                 "tsm": (fastest([r for r in rows if r["batch"] == b], TSM) or {}).get("key")}
+        str(b): {fam: {"tsn": (tsn or {}).get("key"), "tsm": (tsm or {}).get("key")}
+                 for fam, (tsn, tsm) in references([r for r in rows if r["batch"] == b]).items()}
         for b in batches
     }
     data = {"env": env, "config": config, "reference": reference,
@@ -160,19 +172,29 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
             writer.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_FIELDS})
 
 
-def ideal_line(rows: Sequence[Row]) -> Optional[Tuple[Row, float]]:
-    """The FLOP limit: ``(fastest TSN row, ms per video per GFLOP)``. A model running at the
-    fastest TSN's GFLOP/s would lie on ``latency = slope · GFLOPs``; None without a TSN row."""
-    ref = fastest(rows, TSN)
-    if ref is None:
-        return None
-    return ref, ref["ms_per_video"] / ref["gflops"]
+def ideal_lines(rows: Sequence[Row]) -> List[Tuple[Row, float]]:
+    """The FLOP limit per family: ``(fastest TSN row, ms per video per GFLOP)``. A model running at
+    its family's fastest TSN's GFLOP/s would lie on ``latency = slope · GFLOPs``; families
+    without a TSN row have none."""
+    return [(tsn, tsn["ms_per_video"] / tsn["gflops"]) for tsn, _ in references(rows).values() if tsn is not None]
 
 
-_BASELINE_COLORS = {TSN: "black", TSM: "dimgray"}
-# (execution, runner, layout) -> marker; the layouts of the planned network told apart.
-_BASELINE_MARKERS = {"torchvision": "*", "planned-contiguous": "p", "planned-channels_last": "P", "compiled": "X"}
-_RUNNER_MARKERS = {"eager": "o", "compiled": "s", "graphed": "D", "reduce-overhead": "^"}
+_BASELINE_COLORS = {"tsn_resnet50": "black", "tsm_resnet50": "dimgray",
+                    "tsn_mobilenetv3": "saddlebrown", "tsm_mobilenetv3": "peru"}
+# How a baseline runs -> marker; the layouts of the planned network told apart.
+_BASELINE_MARKERS = {"torchvision": "*", "planned-contiguous": "p", "planned-channels_last": "P", "compiled": "X",
+                     "graphed-torchvision": "D", "graphed-planned": "d", "onnxruntime": "h"}
+_RUNNER_MARKERS = {"eager": "o", "compiled": "s", "graphed": "D", "reduce-overhead": "^", "onnxruntime": "h"}
+_IDEAL_LINES = {"resnet50": (0, (1, 3)), "mobilenetv3": (0, (4, 3))}
+
+
+def _baseline_style(r: Row) -> str:
+    """The :data:`_BASELINE_MARKERS` key of a baseline row."""
+    if r["runner"] == "graphed":
+        return f"graphed-{r['execution']}"
+    if r["runner"] != "eager":
+        return r["runner"]
+    return f"planned-{r['layout']}" if r["execution"] == "planned" else r["execution"]
 _EXECUTION_LINES = {"sparse": "-", "dense": "--", "folded": ":"}
 
 
@@ -196,7 +218,7 @@ def _series_key(r: Row) -> tuple:
     return (r["model"], r["frames"], r["rule"], spatial, r["execution"], r["runner"])
 
 
-def _draw_panel(ax, rows: Sequence[Row], ideal: Optional[Tuple[Row, float]], families: List[tuple]) -> None:
+def _draw_panel(ax, rows: Sequence[Row], ideals: Sequence[Tuple[Row, float]], families: List[tuple]) -> None:
     """Baselines as large markers, AF series as lines (solid sparse, dashed dense, dotted folded;
     marker by runner; color by model family, the same in every panel), the ideal line."""
     import matplotlib.pyplot as plt
@@ -205,9 +227,7 @@ def _draw_panel(ax, rows: Sequence[Row], ideal: Optional[Tuple[Row, float]], fam
     series: Dict[tuple, List[Row]] = {}
     for r in rows:
         if r["rule"] is None:
-            style = r["runner"] if r["runner"] != "eager" else (
-                f"planned-{r['layout']}" if r["execution"] == "planned" else r["execution"])
-            ax.scatter(r["gflops"], r["ms_per_video"], marker=_BASELINE_MARKERS.get(style, "s"), s=140, zorder=3,
+            ax.scatter(r["gflops"], r["ms_per_video"], marker=_BASELINE_MARKERS[_baseline_style(r)], s=140, zorder=3,
                        color=_BASELINE_COLORS.get(r["arch"], "black"), label=f"{r['model']} {r['variant']}")
         else:
             series.setdefault(_series_key(r), []).append(r)
@@ -227,11 +247,11 @@ def _draw_panel(ax, rows: Sequence[Row], ideal: Optional[Tuple[Row, float]], fam
                             fontsize=7, color=color)
     xs = [r["gflops"] for r in rows]
     ys = [r["ms_per_video"] for r in rows]
-    if ideal is not None:
-        ref, slope = ideal
-        line_x = [min(xs) / 1.2, max(xs) * 1.2]
-        ax.plot(line_x, [slope * x for x in line_x], color="gray", linestyle=(0, (1, 3)), linewidth=1.5, zorder=1,
-                label=f"ideal: latency ∝ GFLOPs at the fastest TSN's rate ({ref['model']} {ref['variant']})")
+    line_x = [min(xs) / 1.2, max(xs) * 1.2]
+    for ref, slope in ideals:
+        ax.plot(line_x, [slope * x for x in line_x], color="gray", linestyle=_IDEAL_LINES[ref["family"]],
+                linewidth=1.5, zorder=1,
+                label=f"ideal: latency ∝ GFLOPs at the fastest {ref['model']}'s rate ({ref['variant']})")
         ys = ys + [slope * line_x[0], slope * line_x[-1]]
     _log_axes(ax, xs, ys)
     ax.set_xlabel("GFLOPs per video (paper convention)")
@@ -240,8 +260,8 @@ def _draw_panel(ax, rows: Sequence[Row], ideal: Optional[Tuple[Row, float]], fam
 
 def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
     """Latency per video against GFLOPs per video: the measured counterpart of the paper's Figure 4,
-    with the ideal line (latency ∝ GFLOPs through the fastest TSN) that shows each point's gap to
-    the FLOP limit.
+    with an ideal line per family (latency ∝ GFLOPs through its fastest TSN) that shows each
+    point's gap to the FLOP limit.
 
     One panel for the frame ratios (each AF model/rule/execution/runner a line through its RTs)
     and, when there are spatial rows, one for the cell ratios (one line per RT through its RS
@@ -259,10 +279,10 @@ def write_plot(path: Path, rows: Sequence[Row], title: str) -> None:
         panels.append(("cells kept (RS) of the kept frames, fixed center policy", baselines + spatial))
     families = sorted({_series_key(r)[:4] for r in rows if r["rule"] is not None}, key=str)
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.5), squeeze=False)
-    ideal = ideal_line(rows)
+    ideals = ideal_lines(rows)
     labels: Dict[str, Any] = {}
     for ax, (name, panel_rows) in zip(axes[0], panels):
-        _draw_panel(ax, panel_rows, ideal, families)
+        _draw_panel(ax, panel_rows, ideals, families)
         ax.set_title(name, fontsize=9)
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label, handle)

@@ -2,7 +2,8 @@
 
 Steps, in order: fix threads, seeds and compiler settings; build every model with calibrated
 random weights and check every call of it against its reference (``afnet.bench.build``; fail
-loudly otherwise); count FLOPs; warm up; time round-robin; write outputs. With a batch sweep,
+loudly otherwise; under ``--time-budget`` leave out the compiled entries that no longer fit,
+saying why); count FLOPs; warm up; time round-robin; write outputs. With a batch sweep,
 the sweep subset goes through the same steps once per batch size.
 """
 
@@ -15,13 +16,14 @@ import gc
 import os
 import platform
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from afnet.bench import report
-from afnet.bench.build import BenchCheckError, Call, build_and_check, missing_ops
+from afnet.bench.build import BenchCheckError, Call, build_and_check, unavailable
 from afnet.bench.config import BenchConfig, Entry, default_suite
 from afnet.bench.timing import device_sync, time_round_robin
 
@@ -101,8 +103,9 @@ def run_bench(cfg: BenchConfig) -> List[report.Row]:
         if cfg.verbose:
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
     with _process_settings(cfg):
-        return _run(cfg, log)
+        return _run(cfg, log, deadline)
 
 
 @contextlib.contextmanager
@@ -131,17 +134,16 @@ def _process_settings(cfg: BenchConfig) -> Iterator[None]:
 def _runnable(
     cfg: BenchConfig, entries: Sequence[Entry], log: Callable[[str], None]
 ) -> Tuple[List[Entry], Dict[str, str]]:
-    """The entries this build can run, and the reason for each one it cannot (logged once per model)."""
-    kept, skipped, logged = [], {}, set()
+    """The entries this run can run, and the reason for each one it cannot (each reason logged once)."""
+    kept, skipped = [], {}
     for e in entries:
-        reason = missing_ops(e, cfg)
+        reason = unavailable(e, cfg)
         if reason is None:
             kept.append(e)
             continue
+        if reason not in skipped.values():
+            log(f"SKIPPED {e.key}: {reason}")
         skipped[e.key] = reason
-        if e.model_key not in logged:
-            logged.add(e.model_key)
-            log(f"SKIPPED {e.model_key}: {reason}")
     return kept, skipped
 
 
@@ -155,12 +157,16 @@ class Measured:
     skipped: Dict[str, str]
 
 
-def _measure(cfg: BenchConfig, log: Callable[[str], None]) -> Measured:
-    """Build, check and time ``cfg``'s entries at ``cfg.batch``."""
+def _measure(cfg: BenchConfig, log: Callable[[str], None], deadline: Optional[float]) -> Measured:
+    """Build, check and time ``cfg``'s entries at ``cfg.batch`` (compiled ones while ``deadline`` allows)."""
     torch._dynamo.reset()  # a fresh compile cache per measurement: the recompile limit counts this run only
     entries, skipped = _runnable(cfg, default_suite(cfg), log)
     videos = make_videos(cfg, [e.frames for e in entries])
-    calls, facts = build_and_check(cfg, entries, videos, log)
+    calls, facts, late = build_and_check(cfg, entries, videos, log, deadline)
+    for key, reason in late.items():
+        log(f"SKIPPED {key}: {reason}")
+    skipped.update(late)
+    entries = [e for e in entries if e.key in calls]
     names = {e.key: f"{e.label} {e.frames}f {e.variant}" + (f" RT{e.rt:g}" if e.rt is not None else "")
              + (f" RS{e.rs:g}" if e.rs is not None else "") for e in entries}
 
@@ -179,10 +185,11 @@ def _header(cfg: BenchConfig, env: Dict[str, Any]) -> str:
     batch = f"batch sweep {','.join(map(str, cfg.batch_sweep))}" if cfg.batch_sweep else f"batch={cfg.batch}"
     return (f"afnet bench: device={env['device']} cpu={env['cpu']!r} torch={env['torch']} dtype={env['dtype']} "
             f"threads={env['threads']} {batch} channels_last={cfg.channels_last} size={cfg.size} "
-            f"compile={cfg.compile} load={env['load_avg_start'][0]:.2f}")
+            f"compile={cfg.compile} load={env['load_avg_start'][0]:.2f}"
+            + (f" time_budget={cfg.time_budget:g}s" if cfg.time_budget is not None else ""))
 
 
-def _run(cfg: BenchConfig, log: Callable[[str], None]) -> List[report.Row]:
+def _run(cfg: BenchConfig, log: Callable[[str], None], deadline: Optional[float]) -> List[report.Row]:
     env = environment(cfg)
     print(_header(cfg, env), flush=True)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -190,9 +197,9 @@ def _run(cfg: BenchConfig, log: Callable[[str], None]) -> List[report.Row]:
     config.update(dtype=env["dtype"], out=str(cfg.out))
     title = f"{env['device']} ({env['cpu']}), {env['dtype']}, {env['threads']} threads"
     if cfg.batch_sweep:
-        return _run_sweep(cfg, env, config, title, log)
+        return _run_sweep(cfg, env, config, title, log, deadline)
 
-    measured = _measure(cfg, log)
+    measured = _measure(cfg, log, deadline)
     rows = measured.rows
     env["load_avg_end"] = os.getloadavg()
     print(report.format_table(rows))
@@ -225,13 +232,13 @@ def _legend(cfg: BenchConfig, env: Dict[str, Any], skipped: Dict[str, str], rows
 
 
 def _run_sweep(cfg: BenchConfig, env: Dict[str, Any], config: Dict[str, Any], title: str,
-               log: Callable[[str], None]) -> List[report.Row]:
+               log: Callable[[str], None], deadline: Optional[float]) -> List[report.Row]:
     """The sweep subset at every batch size of ``cfg.batch_sweep``, each built, checked and timed
     on its own (compiled and graphed calls are specialised to their shapes)."""
     rows: List[report.Row] = []
     skipped: Dict[str, str] = {}
     for batch in cfg.batch_sweep:
-        measured = _measure(dataclasses.replace(cfg, batch=batch), log)
+        measured = _measure(dataclasses.replace(cfg, batch=batch), log, deadline)
         env["load_avg_end"] = os.getloadavg()
         print(f"\nbatch {batch}:\n{report.format_table(measured.rows)}")
         print(_legend(dataclasses.replace(cfg, batch=batch), env, measured.skipped, measured.rows))

@@ -18,7 +18,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from afnet.cli.args import DOWNSAMPLE, add_device, check_device, frame_size, int_at_least
+from afnet.cli.args import DOWNSAMPLE, add_device, check_device, float_in, frame_size, int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -52,13 +52,14 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     """Register ``afnet bench`` on the ``afnet`` command line."""
     b = sub.add_parser(
         "bench",
-        help="latency of AF-ResNet50 / AF-MobileNetV3 (sparse, dense, folded, budgeted, compiled, graphed) "
-        "against ResNet-50 TSN and TSM at their best",
+        help="latency of AF-ResNet50 / AF-MobileNetV3 (sparse, dense, folded, budgeted, compiled, graphed, "
+        "onnxruntime) against TSN and TSM of the same backbone at their best",
         description="Measure real latency: AF models at fixed ratios (uniform policy) in sparse, dense and folded "
-        "execution, with a frame budget (eager, compiled, CUDA-graphed), the threshold rule on CUDA, and spatial "
-        "cells, against ResNet-50 TSN and TSM at their best (torchvision, afnet's engine plan in both layouts, "
-        "torch.compile), on the same input; every ratio is against the fastest TSN. Writes a table to stdout "
-        "and results.json, results.csv and latency_vs_gflops.png under --out.",
+        "execution, with a frame budget (eager, compiled, CUDA-graphed; onnxruntime on the CPU), the threshold "
+        "rule on CUDA, and spatial cells, against TSN and TSM of the same backbone (ResNet-50 for AF-ResNet50, "
+        "MobileNetV3-Large for AF-MobileNetV3) at their best (torchvision, afnet's engine plan in both layouts, "
+        "torch.compile, CUDA graphs), on the same input; every ratio is against the fastest TSN of the family. "
+        "Writes a table to stdout and results.json, results.csv and latency_vs_gflops.png under --out.",
     )
     add_device(b, default="auto", help="auto (CUDA if visible), cpu, cuda or cuda:N")
     b.add_argument("--dtype", choices=sorted(DTYPES), default=None,
@@ -73,8 +74,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model in channels_last (default on)")
     b.add_argument("--quick", action="store_true",
-                   help="a small subset (the TSN and TSM variants, AF-ResNet50 RT 0.25 sparse/dense/folded and "
-                   "budget sparse) with few repeats")
+                   help="a small subset with few repeats: TSN- and TSM-ResNet50 (every variant), AF-ResNet50 RT 0.25 "
+                   "sparse/dense/folded and budget sparse; TSN- and TSM-MobileNetV3 (eager and planned), "
+                   "AF-MobileNetV3 RT 0.4 sparse/dense")
     b.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder (default bench_out)")
     b.add_argument("--repeats", type=int_at_least(1), default=None,
                    help=f"timed rounds (default {CPU_REPEATS} on the CPU, {CUDA_REPEATS} on CUDA, "
@@ -99,6 +101,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="include the torch.compile rows (TSN, budgeted AF models); --no-compile skips them, "
                    "which saves minutes of compilation on a small CPU (default on)")
+    b.add_argument("--onnxruntime", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the onnxruntime rows on the CPU (TSN-ResNet50 and AF-ResNet50 budget RT 0.25 "
+                   "exported to ONNX, float32; skipped with the reason when onnxruntime is missing; default on)")
+    b.add_argument("--time-budget", type=float_in(0, float("inf")), default=None, metavar="SECONDS",
+                   help="seconds the run may take: a compiled entry whose compilation (counted as "
+                   "about a minute) no longer fits is not built, and the reason is recorded (default: no limit)")
     b.add_argument("--batch-sweep", type=_batch_sizes, nargs="?", const=DEFAULT_BATCH_SWEEP, default=(),
                    metavar="SIZES",
                    help="instead of the suite, time TSN (every variant), AF-ResNet50 RT 0.25 and AF-MobileNetV3 "
@@ -150,7 +158,7 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
         threads=args.threads or cpus, channels_last=args.channels_last, size=args.size,
         repeats=repeats, warmup=warmup, number=args.number, quick=quick, num_classes=args.num_classes,
         seed=args.seed, backend=args.backend, fold_baselines=args.fold_baselines, compile=args.compile,
-        batch_sweep=args.batch_sweep,
+        onnxruntime=args.onnxruntime, batch_sweep=args.batch_sweep, time_budget=args.time_budget,
         only=_substrings(args.only), profile=_substrings(args.profile), out=args.out, plot=args.plot,
         verbose=args.verbose,
     )
