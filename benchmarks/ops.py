@@ -32,7 +32,7 @@ benchmarks/results/<device>-<date>/).
 Usage: python benchmarks/ops.py [--device cpu|cuda|all] [--quick] [--sizes 256x56,512x28] [--cell-px 7]
        [--dtype bfloat16] [--channels-last]
 ``--channels-last`` times every op, the tile ops included, on channels_last tensors, the layout
-the models run in (benchmarks/gpu_session.sh passes it, with bfloat16).
+the models run in (the GPU session, benchmarks/gpu_session.py, passes it, with bfloat16).
 """
 
 from __future__ import annotations
