@@ -144,9 +144,10 @@ def test_the_budget_keeps_time_for_the_later_steps():
     assert gpu_session.timeout_for(steps, 8, 200) == 200 and gpu_session.timeout_for(steps, 8, 30) is None
 
 
-def _results(folder: Path, device: str, dtype: str, rows):
+def _results(folder: Path, device: str, dtype: str, rows, frames: int = 8):
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"env": {"device": device, "dtype": dtype}, "results": rows}))
+    (folder / "results.json").write_text(json.dumps({"env": {"device": device, "dtype": dtype},
+                                                     "config": {"frames": frames}, "results": rows}))
 
 
 def _row(model, variant, batch=8, frames=8, **fields):
@@ -162,8 +163,8 @@ def test_targets_are_judged_on_the_best_row_of_the_stated_setting(tmp_path):
     _results(tmp_path / "bench-b8", h100, "bfloat16", [
         _row("AF-ResNet50", "budget sparse graphed", speedup_vs_tsn=1.62, **budget),
         _row("AF-ResNet50", "exact sparse", speedup_vs_tsn=1.1, **exact),
-        _row("AF-MobileNetV3", "sparse", efficiency=0.5, **mobile),
-        _row("AF-MobileNetV3", "dense", efficiency=0.9, **dict(mobile, execution="dense"))])
+        _row("AF-MobileNetV3", "sparse", frames=12, efficiency=0.5, **mobile),  # 1.5x the run's 8 frames
+        _row("AF-MobileNetV3", "dense", frames=12, efficiency=0.9, **dict(mobile, execution="dense"))])
     _results(tmp_path / "bench-compiled", h100, "bfloat16", [
         _row("AF-ResNet50", "exact sparse reduce-overhead", speedup_vs_tsn=1.25, **dict(exact, runner="reduce-overhead"))])
     _results(tmp_path / "bench-b1", h100, "bfloat16", [
@@ -182,6 +183,9 @@ def test_targets_are_judged_on_the_best_row_of_the_stated_setting(tmp_path):
     text = "\n".join(gpu_session.target_lines(tmp_path / "other"))
     assert "**1.62** | tsn-ref | **no verdict: not H100/H200, bf16, 8 videos x 8 frames** |" in text
     assert "| threshold rule, RT 0.25, x TSN ≥ 1.2 | – | – | – | – | not measured |" in text
+    _results(tmp_path / "t16" / "bench-b8", h100, "bfloat16",
+             [_row("AF-ResNet50", "budget sparse graphed", frames=16, speedup_vs_tsn=1.62, **budget)], frames=16)
+    assert "**no verdict: not H100/H200" in "\n".join(gpu_session.target_lines(tmp_path / "t16"))
 
 
 def test_session_folders_and_arguments(tmp_path, capsys):
