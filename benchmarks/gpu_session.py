@@ -207,7 +207,8 @@ def plan(dry_run: bool, out: Path, python: str, compile_budget_s: float) -> List
     else:
         build = [py + ["-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."],
                  py + ["-c", BACKENDS_CODE, "cuda"]]
-        env = {"MAX_JOBS": "16", "FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")}
+        env = {"MAX_JOBS": "16", "FORCE_CUDA": "1",
+               "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")}
         # The lent machine's default /opt/gcc g++ builds an extension in which a thrown
         # TORCH_CHECK segfaults; the system compiler does not.
         if Path("/usr/bin/g++").exists():
@@ -360,8 +361,8 @@ def target_lines(out: Path) -> List[str]:
 
 def write_summary(out: Path, meta: Dict[str, Any], records: Sequence[Record]) -> None:
     """``summary.md``: the steps so far, and the figures against the targets."""
-    lines = [f"# GPU session {'DRY RUN (CPU-sized; figures not comparable with the targets) ' if meta['dry_run'] else ''}"
-             f"{meta['card']}, {meta['dtype']}, {meta['date']}", "",
+    dry = "DRY RUN (CPU-sized; figures not comparable with the targets) " if meta["dry_run"] else ""
+    lines = [f"# GPU session {dry}{meta['card']}, {meta['dtype']}, {meta['date']}", "",
              f"Budget {meta['budget_s']:.0f} s; {meta['elapsed_s']:.0f} s used. Results: `{out}`.", "",
              "| # | step | status | rc | seconds | timeout | log |", "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(records, 1):

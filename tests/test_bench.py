@@ -386,7 +386,8 @@ def test_entry_names_and_validation():
     assert Entry("tsn_resnet50", 8, runner="onnxruntime").variant == "torchvision onnxruntime"
     assert Entry("af_resnet50", 8, 0.5, rs=0.25).model_key == "af_resnet50-t8-rt0.5-rs0.25"
     assert [Entry(a, 8).family for a in ("tsn_resnet50", "tsm_mobilenetv3")] == ["resnet50", "mobilenetv3"]
-    assert Entry("af_mobilenetv3", 12, 0.4).family == "mobilenetv3" and Entry("af_resnet18", 8, 0.4).family == "resnet50"
+    assert Entry("af_mobilenetv3", 12, 0.4).family == "mobilenetv3"
+    assert Entry("af_resnet18", 8, 0.4).family == "resnet50"
     with pytest.raises(ValueError, match="rule must be one of"):
         Entry("af_resnet50", 8, 0.5, rule="threshold")
     with pytest.raises(ValueError, match="runner must be one of"):
@@ -582,7 +583,9 @@ def test_build_and_check_every_call(monkeypatch):
     assert facts["af_resnet18-t4-exact0.5-sparse"]["rt_realized"] == 0.5
     assert facts["af_resnet18-t4-rt0.5-sparse"]["gflops_executed"] > 0  # counted on the sparse path
     assert facts["af_resnet18-t4-rt0.5-dense"]["gflops_executed"] is None
-    assert facts["tsm_mobilenetv3-t4-planned-channels_last"]["gflops"] < facts["tsn_resnet50-t4-torchvision-channels_last"]["gflops"] / 10
+    mobile, resnet = (facts[f"{arch}-t4-{x}-channels_last"]["gflops"]
+                      for arch, x in (("tsm_mobilenetv3", "planned"), ("tsn_resnet50", "torchvision")))
+    assert mobile < resnet / 10
     assert type(compiled[1]).__name__ == "FrozenTSN"  # [0] is torchvision's TSN
     live_calls = []
     real_forward = afnet.engine.LiveTSN.forward
@@ -674,7 +677,8 @@ def test_time_budget_leaves_out_compilations_that_do_not_fit(monkeypatch):
     monkeypatch.setattr(build, "COMPILE_SECONDS", {"cpu": 100.0, "cuda": 100.0})
     cfg = _tiny_cfg(time_budget=200.0)  # 20 s kept back for timing
     af = Entry("af_resnet50", 8, 0.25, rule="budget", execution="sparse")
-    members = [af, af.twin(runner="compiled"), af.twin(runner="graphed"), af.twin(runner="compiled", execution="folded")]
+    members = [af, af.twin(runner="compiled"), af.twin(runner="graphed"),
+               af.twin(runner="compiled", execution="folded")]
     now = 1000.0
     monkeypatch.setattr(build.time, "monotonic", lambda: now)
     skipped = {}

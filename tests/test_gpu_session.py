@@ -166,7 +166,8 @@ def test_targets_are_judged_on_the_best_row_of_the_stated_setting(tmp_path):
         _row("AF-MobileNetV3", "sparse", frames=12, efficiency=0.5, **mobile),  # 1.5x the run's 8 frames
         _row("AF-MobileNetV3", "dense", frames=12, efficiency=0.9, **dict(mobile, execution="dense"))])
     _results(tmp_path / "bench-compiled", h100, "bfloat16", [
-        _row("AF-ResNet50", "exact sparse reduce-overhead", speedup_vs_tsn=1.25, **dict(exact, runner="reduce-overhead"))])
+        _row("AF-ResNet50", "exact sparse reduce-overhead", speedup_vs_tsn=1.25,
+             **dict(exact, runner="reduce-overhead"))])
     _results(tmp_path / "bench-b1", h100, "bfloat16", [
         _row("AF-ResNet50", "budget sparse graphed", batch=1, speedup_vs_tsn=0.9, **budget)])
     text = "\n".join(gpu_session.target_lines(tmp_path))
@@ -197,7 +198,8 @@ def test_session_folders_and_arguments(tmp_path, capsys):
         "nvidia-h100-80gb-hbm3-bf16-2026-12-06-2"
     for argv, message in (
         (["--dry-run", "--out", str(gpu_session.RESULTS / "x")], "argument --out: a dry run never writes into"),
-        (["--dry-run", "--out", str(tmp_path), "--fail-step", "nope"], "argument --fail-step: must be one of versions,"),
+        (["--dry-run", "--out", str(tmp_path), "--fail-step", "nope"],
+         "argument --fail-step: must be one of versions,"),
         (["--dry-run", "--budget", "0"], "argument --budget: must be > 0"),
     ):
         with pytest.raises(SystemExit) as exc:

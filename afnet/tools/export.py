@@ -50,7 +50,8 @@ def check_static(frozen: FrozenTSN) -> None:
 def _quiet() -> Iterator[None]:
     """Silence the exporters' progress lines and warnings about their own internals, which tell a
     user nothing they can act on (the round trip is checked by the caller)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._export")]
+    names = ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._export")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
