@@ -2,9 +2,12 @@
 
 An *entry* is one timed configuration: a model (architecture, frames, decision rule and
 ratios), how it executes (baselines: torchvision or afnet's engine plan; AF models: sparse,
-dense or folded), how it is called (eager, ``torch.compile``, a CUDA graph) and, for the
-baselines, the layout. Entries with equal :attr:`Entry.model_key` share one model instance,
-so sparse, dense and compiled runs of a model use the same weights on the same masks.
+dense or folded), how it is called (eager, ``torch.compile``, a CUDA graph, onnxruntime) and,
+for the baselines, the layout. Entries with equal :attr:`Entry.model_key` share one model
+instance, so sparse, dense and compiled runs of a model use the same weights on the same masks.
+Each entry belongs to a backbone family (:data:`FAMILIES`): its ratios are against that
+family's TSN and TSM (AF-MobileNetV3 against TSN/TSM-MobileNetV3, the AF-ResNets against
+TSN/TSM-ResNet50).
 
 Decision rules of the AF entries:
 
