@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+from pathlib import Path
 from typing import Callable, List, Optional, Union
 
 import torch
 
 from afnet.tools.devices import is_device_name
+from afnet.tools.outputs import output_problem
 
-__all__ = ["DOWNSAMPLE", "add_device", "check_device", "device_name", "float_in", "frame_size", "int_at_least", "require", "size_arg"]
+__all__ = ["DOWNSAMPLE", "add_device", "check_device", "check_output", "device_name", "float_in", "frame_size",
+           "int_at_least", "require", "size_arg"]
 
 # The AF networks downsample their input this many times: frame sizes are multiples of it.
 DOWNSAMPLE = 32
@@ -99,3 +103,13 @@ def require(parser: argparse.ArgumentParser, *modules: str) -> None:
     if missing:
         extras = ",".join(sorted({_EXTRAS[m] for m in missing}))
         parser.error(f"needs {', '.join(missing)}: pip install 'afnet[{extras}]'")
+
+
+def check_output(parser: argparse.ArgumentParser, flag: str, path: Union[str, os.PathLike], *,
+                 is_file: bool = False) -> Path:
+    """``path`` (a folder, or with ``is_file`` a file) once it is known to be writable; otherwise
+    stop with a usage error naming ``flag``, before any work starts (the folder is created)."""
+    problem = output_problem(path, is_file=is_file)
+    if problem is not None:
+        parser.error(f"argument {flag}: {problem}")
+    return Path(path)

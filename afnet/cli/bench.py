@@ -12,13 +12,12 @@ import dataclasses
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence, Tuple
 
 import torch
 
-from afnet.cli.args import DOWNSAMPLE, add_device, check_device, float_in, frame_size, int_at_least
+from afnet.cli.args import DOWNSAMPLE, add_device, check_device, check_output, float_in, frame_size, int_at_least
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -167,7 +166,7 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
     if cfg.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("argument --no-plot: matplotlib is not installed, so the PNG cannot be drawn; "
                      "pip install 'afnet[plot]', or pass --no-plot")
-    _check_out(parser, cfg.out)
+    check_output(parser, "--out", cfg.out)
     return cfg
 
 
@@ -189,18 +188,6 @@ def _check_substrings(parser: argparse.ArgumentParser, flag: str, wanted: Sequen
     if unmatched:
         parser.error(f"argument {flag}: {', '.join(map(repr, unmatched))} matches no entry; the entries are: "
                      + ", ".join(keys))
-
-
-def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
-    """Create ``out`` and write a probe file in it now, not after the whole benchmark ran."""
-    if out.exists() and not out.is_dir():
-        parser.error(f"argument --out: {out} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".afnet-bench-probe-"):
-            pass
-    except OSError as exc:
-        parser.error(f"argument --out: cannot write to {out}: {exc.strerror or exc}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from afnet.cli.args import int_at_least, require
+from afnet.cli.args import check_output, int_at_least, require
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -24,6 +24,7 @@ def run_make_demo_data(args: argparse.Namespace, parser: argparse.ArgumentParser
     require(parser, "av")
     from afnet.data.demo_files import write_demo_data
 
+    check_output(parser, "OUT_DIR", args.out_dir)
     files = write_demo_data(args.out_dir, videos=args.videos, seed=args.seed)
     print(f"wrote {args.videos} clips under {files.root}: {files.train_list.name}, {files.val_list.name}, "
           f"{files.classes.name}\ntrain with: afnet train --data-root {files.root} --train-list {files.train_list} "

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from afnet.cli.args import check_device, require
+from afnet.cli.args import check_device, check_output, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 
@@ -44,6 +44,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.training.runfiles import atomic_write_bytes, to_json
 
     info = setup(check_device(parser, args.device))
+    check_output(parser, "--out", args.out)  # on every rank, so that all stop alike
     model, data = load_model(args, parser, info.device)
     model.execution = args.execution
     names = class_names(args.class_names, data, "--class-names", parser)
@@ -77,7 +78,6 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         teardown(info)
     if result is None:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {
         **result.as_dict(), "checkpoint": str(args.checkpoint), "list": str(listed), "execution": args.execution,
         "arch": model.config.get("arch"), "frames": model.num_segments, "size": size, "device": str(info.device),

@@ -13,7 +13,7 @@ from typing import List, Union
 
 import torch
 
-from afnet.cli.args import frame_size, int_at_least
+from afnet.cli.args import check_output, frame_size, int_at_least
 
 
 def _budget(text: str) -> Union[float, List[float]]:
@@ -62,14 +62,6 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         parser.error("argument --arch: required without --checkpoint")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"argument --checkpoint: no such file: {args.checkpoint}")
-    out_dir = args.out.parent if str(args.out.parent) else Path(".")
-    if not out_dir.is_dir():
-        parser.error(f"argument --out: folder {out_dir} does not exist")
-    try:
-        with open(args.out, "ab"):
-            pass
-    except OSError as exc:
-        parser.error(f"argument --out: cannot write {args.out}: {exc.strerror}")
     if args.fmt == "onnx":
         try:
             import onnx  # noqa: F401
@@ -77,6 +69,7 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         except ImportError as exc:
             parser.error(f"argument --format: onnx needs the onnx and onnxscript packages ({exc}); "
                          "pip install 'afnet[export]'")
+    check_output(parser, "--out", args.out, is_file=True)
 
 
 def _build(args: argparse.Namespace) -> torch.nn.Module:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from afnet.cli.args import require
+from afnet.cli.args import check_output, require
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -26,7 +26,7 @@ def run_plot_log(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     log = args.run_dir / "log.jsonl"
     if not log.is_file():
         parser.error(f"argument RUN_DIR: {log} does not exist")
-    out = args.out or args.run_dir / "training_curves.png"
+    out = check_output(parser, "--out", args.out or args.run_dir / "training_curves.png", is_file=True)
     plot_log(log, out)
     print(f"wrote {out}")
     return 0

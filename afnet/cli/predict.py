@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from afnet.cli.args import check_device, int_at_least, require
+from afnet.cli.args import check_device, check_output, int_at_least, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 
@@ -34,10 +34,11 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from afnet.tools.predict import predict_many
     from afnet.training.runfiles import atomic_write_bytes, to_json
 
-    model, data = load_model(args, parser, resolve_device(check_device(parser, args.device)))
+    device = resolve_device(check_device(parser, args.device))
+    check_output(parser, "--out", args.out)
+    model, data = load_model(args, parser, device)
     names = class_names(args.labels, data, "--labels", parser)
     size, resize, template = input_settings(args, data)
-    args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     try:
         results = predict_many(model, args.clips, size=size, resize=resize, class_names=names, topk=args.topk,

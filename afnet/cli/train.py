@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.cli.args import add_device, check_device, float_in, int_at_least, require, size_arg
+from afnet.cli.args import add_device, check_device, check_output, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -97,6 +97,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             base = (stored, f"--resume {args.resume}")
         cfg = resolve_config(args.config, _flag_values(args), sets, base=base)
         check_device(parser, cfg.device)  # from a flag, the config file or the resumed run
+        check_output(parser, "--out", cfg.out)  # from a flag, the config file or the resumed run
         train(cfg, resume=args.resume)
     except (ConfigError, DataError) as exc:
         parser.error(str(exc))
