@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ T = 4
 # A training run of a few seconds: the built-in task, 12 clips at 32 px.
 TINY = ["--frames", "4", "--size", "32", "--resize", "32", "--batch-size", "4", "--workers", "0", "--rt", "0.5",
         "--set", "demo_videos=12", "--set", "rt_begin=0", "--set", "rt_end=2", "--set", "nav_bias=[0,2]"]
+RUN_FILES = ("config.yaml", "log.jsonl", "last.pth", "best.pth", "training_curves.png")
 
 
 def usage_error(capsys, argv) -> str:
@@ -54,6 +58,68 @@ def clips(tmp_path_factory) -> Path:
         write_numbered_video(root / f"v{i}.mp4", 12 + 4 * i)
     write_lines(root / "val.txt", ["v0.mp4 1", "v1.mp4 0"])
     return root
+
+
+# -- 3: a run folder belongs to one run ---------------------------------------------------------------
+def test_a_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", *TINY, "--epochs", "1", "--out", str(run)]
+    assert cli_main(argv) == 0
+    before = {name: (run / name).read_bytes() for name in RUN_FILES}
+    capsys.readouterr()
+
+    err = usage_error(capsys, argv)
+    assert f"argument --out: {run} already holds a run (log.jsonl, last.pth, best.pth)" in err
+    assert f"--resume {run / 'last.pth'}" in err and "--overwrite" in err
+    assert {name: (run / name).read_bytes() for name in RUN_FILES} == before
+
+    assert cli_main(argv + ["--overwrite"]) == 0
+    assert f"moved the earlier run's files into {run / 'replaced-1'}/" in capsys.readouterr().err
+    assert {name: (run / "replaced-1" / name).read_bytes() for name in RUN_FILES} == before
+    assert [line["epoch"] for line in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == [1]
+
+    # Resuming another run into this folder would mix the two: refused.
+    other = run / "replaced-1" / "last.pth"
+    err = usage_error(capsys, ["train", "--resume", str(other), "--out", str(run)])
+    assert f"{run} already holds another run than the one --resume {other} continues" in err
+
+
+def test_a_live_run_holds_the_folder(tmp_path, capsys):
+    from afnet.training.runfiles import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock.acquire(run)
+    try:
+        holder = json.loads((run / "run.lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname() and holder["started"]
+        err = usage_error(capsys, ["train", *TINY, "--epochs", "1", "--out", str(run)])
+        assert f"{run} is in use by another run (pid {os.getpid()} on host {socket.gethostname()}, started " in err
+        assert sorted(p.name for p in run.iterdir()) == ["run.lock"]
+    finally:
+        lock.release()
+    assert not (run / "run.lock").exists()
+
+
+def test_a_dead_runs_lock_and_temp_files_are_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                              "started": "2024-01-01T00:00:00+00:00"}))
+    leftover = run / f".last.pth.{dead.pid}.0123abcd.tmp"  # what kill -9 during a checkpoint write leaves
+    leftover.write_bytes(b"\x00" * 1000)
+    live = run / f".best.pth.{os.getpid()}.89abcdef.tmp"  # a live process may still be writing it
+    live.write_bytes(b"x")
+    other = run / ".notes.tmp"  # not the atomic writes' naming: not ours to remove
+    other.write_bytes(b"y")
+    assert cli_main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"took over {run / 'run.lock'}, left by a run that no longer runs (pid {dead.pid} on host" in err
+    assert f"removed 1 temporary file(s) of writes a dead run left unfinished: {leftover.name}" in err
+    assert not leftover.exists() and live.exists() and other.exists()
+    assert not (run / "run.lock").exists() and (run / "last.pth").is_file()
 
 
 # -- 4: output paths are checked before any work, in every command ---------------------------------

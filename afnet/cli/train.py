@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.cli.args import add_device, check_device, check_output, float_in, int_at_least, require, size_arg
+from afnet.cli.args import add_device, check_device, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -64,6 +64,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     add_device(t)
     t.add_argument("--resume", type=str, default=None, metavar="CHECKPOINT",
                    help="continue a run from its last.pth (config from the checkpoint; flags override)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start in a run folder that holds another run: its files are moved into "
+                   "RUN_DIR/replaced-N/ first (without this flag such a folder is refused)")
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set lr_steps=[20,40] (repeatable)")
     t.set_defaults(run=run_train)
@@ -79,6 +82,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.tools.checkpoint import CheckpointError, read_checkpoint
     from afnet.data.lists import DataError
     from afnet.training.config import ConfigError, parse_assignment, resolve_config
+    from afnet.training.runfiles import RunFolderError
     from afnet.training.trainer import train
 
     try:
@@ -97,8 +101,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             base = (stored, f"--resume {args.resume}")
         cfg = resolve_config(args.config, _flag_values(args), sets, base=base)
         check_device(parser, cfg.device)  # from a flag, the config file or the resumed run
-        check_output(parser, "--out", cfg.out)  # from a flag, the config file or the resumed run
-        train(cfg, resume=args.resume)
-    except (ConfigError, DataError) as exc:
+        train(cfg, resume=args.resume, overwrite=args.overwrite)  # checks --out (claim_run_dir) first
+    except (ConfigError, DataError, RunFolderError) as exc:
         parser.error(str(exc))
     return 0

@@ -12,6 +12,9 @@ Checkpoints hold the weights and the model config (``afnet.load_checkpoint`` /
 the run config, and every rank's RNG state. The lr, τ and target ratio are functions of
 (epoch, iteration), and each clip's sampling and augmentation a function of (seed, epoch,
 index), so ``--resume`` continues exactly as the uninterrupted run would have.
+
+A run folder belongs to one run (:func:`afnet.training.runfiles.claim_run_dir`: a lock, and no
+earlier run's results replaced without ``--resume`` or ``overwrite``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from afnet.training.evaluate import EvalResult, autocast, evaluate, model_loss
 from afnet.training.metrics import topk_hits
 from afnet.training.plots import plot_log
 from afnet.training.optim import learning_rate, make_optimizer, set_learning_rate
-from afnet.training.runfiles import append_log, atomic_copy, read_log, truncate_log
+from afnet.training.runfiles import RunFolderError, RunLock, append_log, atomic_copy, claim_run_dir, read_log, truncate_log
 
 LOG_NAME = "log.jsonl"
 
@@ -366,11 +369,28 @@ def _print_epoch(line: Dict[str, Any], epochs: int) -> None:
           + (f", {line['skipped']} skipped" if line["skipped"] else ""), flush=True)
 
 
-def train(cfg: TrainConfig, resume: Optional[str] = None) -> Optional[TrainSummary]:
+def train(cfg: TrainConfig, resume: Optional[str] = None, *, overwrite: bool = False) -> Optional[TrainSummary]:
     """Run training for ``cfg`` (resuming from the checkpoint ``resume``); under ``torchrun`` one
-    call per rank. Returns the summary on rank 0, None on the other ranks."""
+    call per rank. Returns the summary on rank 0, None on the other ranks.
+
+    Args:
+        overwrite: start in a folder that holds another run's results; its files are moved
+            into ``RUN_DIR/replaced-N/`` (see :func:`afnet.training.runfiles.claim_run_dir`).
+    Raises :class:`afnet.training.runfiles.RunFolderError` when the run folder cannot be used.
+    """
     info = setup(cfg.device)
+    lock: Optional[RunLock] = None
     try:
+        refused: Optional[RunFolderError] = None
+        if info.is_main:  # rank 0 owns the folder; the others learn whether it could
+            try:
+                lock = claim_run_dir(cfg.out, resume=resume, overwrite=overwrite)
+            except RunFolderError as exc:
+                refused = exc
+        if any_rank(info, refused is not None):
+            raise refused or RunFolderError(f"rank 0 could not use the run folder {cfg.out}")
         return Trainer(cfg, info, resume).run()
     finally:
+        if lock is not None:
+            lock.release()
         teardown(info)
