@@ -16,7 +16,7 @@ import torch
 
 import afnet
 from afnet.cli import main as cli_main
-from data_utils import write_lines, write_numbered_video
+from data_utils import write_frame_folder, write_lines, write_numbered_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 T = 4
@@ -58,6 +58,55 @@ def clips(tmp_path_factory) -> Path:
         write_numbered_video(root / f"v{i}.mp4", 12 + 4 * i)
     write_lines(root / "val.txt", ["v0.mp4 1", "v1.mp4 0"])
     return root
+
+
+# -- 2: predict never overwrites --------------------------------------------------------------------
+def test_same_named_clips_get_their_own_files_and_a_manifest(tmp_path, capsys, ckpt):
+    for folder, frames in (("a", 12), ("b", 20)):
+        (tmp_path / folder).mkdir()
+        write_numbered_video(tmp_path / folder / "clip.mp4", frames)
+    write_numbered_video(tmp_path / "x.mkv", 16)
+    write_numbered_video(tmp_path / "x.mp4", 24)
+    write_frame_folder(tmp_path / "frames" / "clip", 9)
+    inputs = [str(tmp_path / p) for p in ("a/clip.mp4", "b/clip.mp4", "x.mkv", "x.mp4", "frames/clip")]
+    out = tmp_path / "pred"
+    argv = ["predict", *inputs, "--checkpoint", str(ckpt), "--workers", "0", "--out", str(out)]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote 5 prediction(s) to {out}" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    outputs = {entry["input"]: entry["outputs"] for entry in manifest["clips"]}
+    assert outputs == {inputs[0]: ["clip.json", "clip.png"], inputs[1]: ["clip-2.json", "clip-2.png"],
+                       inputs[2]: ["x.json", "x.png"], inputs[3]: ["x-2.json", "x-2.png"],
+                       inputs[4]: ["clip-3.json", "clip-3.png"]}
+    for clip, files in outputs.items():  # each file holds its own clip's result
+        assert json.loads((out / files[0]).read_text())["path"] == clip
+        assert (out / files[1]).is_file()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    # A second run into the same folder would replace those files: refused, nothing touched.
+    err = usage_error(capsys, argv)
+    assert f"argument --out: {out} already holds files of an earlier run" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # --overwrite moves the earlier run (manifest and the files it lists) into replaced-1/.
+    assert cli_main(argv + ["--overwrite"]) == 0
+    assert f"moved {len(before)} earlier file(s) into {out / 'replaced-1'}/" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "replaced-1").iterdir()} == before
+    assert json.loads((out / "manifest.json").read_text())["clips"] == manifest["clips"]
+
+
+def test_the_printed_count_is_the_number_written(tmp_path, capsys, ckpt):
+    write_numbered_video(tmp_path / "ok.mp4", 12)
+    (tmp_path / "bad.mp4").write_bytes(b"\x00garbage" * 50)
+    out = tmp_path / "pred"
+    assert cli_main(["predict", str(tmp_path / "ok.mp4"), str(tmp_path / "bad.mp4"), "--checkpoint", str(ckpt),
+                     "--workers", "0", "--no-plot", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "wrote 1 prediction(s)" in captured.out and "1 clip(s) could not be read" in captured.out
+    manifest = json.loads((out / "manifest.json").read_text())["clips"]
+    assert manifest[0]["outputs"] == ["ok.json"] and "error" in manifest[1] and "outputs" not in manifest[1]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "ok.json"]
 
 
 # -- 3: a run folder belongs to one run ---------------------------------------------------------------
