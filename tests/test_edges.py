@@ -4,11 +4,16 @@ follow the checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from afnet.cli import main as cli_main
 from data_utils import write_frame_folder, write_lines, write_numbered_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
 T = 4
 # A training run of a few seconds: the built-in task, 12 clips at 32 px.
 TINY = ["--frames", "4", "--size", "32", "--resize", "32", "--batch-size", "4", "--workers", "0", "--rt", "0.5",
@@ -34,6 +40,16 @@ def usage_error(capsys, argv) -> str:
     assert exc.value.code == 2, err
     assert "Traceback" not in err
     return err
+
+
+def run_interrupted(argv, capsys):
+    """(exit status, stderr lines) of a command that Ctrl-C ends; a KeyboardInterrupt that escapes
+    ``main`` fails the test instead of ending the session."""
+    try:
+        rc = cli_main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped afnet's main()")
+    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +187,44 @@ def test_a_dead_runs_lock_and_temp_files_are_taken_over(tmp_path, capsys):
     assert not (run / "run.lock").exists() and (run / "last.pth").is_file()
 
 
+# -- 3 and 5: two runs at once, and Ctrl-C, in real processes --------------------------------------
+def test_a_second_run_is_refused_and_ctrl_c_says_how_to_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    # Its own process group, signalled as a whole, as a terminal's Ctrl-C does: the DataLoader
+    # workers get SIGINT too.
+    proc = subprocess.Popen([sys.executable, "-m", "afnet", "train", *TINY, "--workers", "2", "--epochs", "1000",
+                             "--out", str(run)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "last.pth").is_file() and (run / "log.jsonl").is_file()):  # epoch 1 done
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the first epoch did not end"
+            time.sleep(0.2)
+        holder = json.loads((run / "run.lock").read_text())
+        assert holder["pid"] == proc.pid and holder["host"] == socket.gethostname()
+        err = usage_error(capsys, ["train", *TINY, "--epochs", "1", "--out", str(run)])
+        assert f"{run} is in use by another run (pid {proc.pid} on host {socket.gethostname()}" in err
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    match = re.fullmatch(r"afnet train: interrupted at (epoch \d+, (before its first step|step \d+ of \d+|in its "
+                         r"validation)|the end of epoch \d+, .*); resume with: (afnet train --resume \S+)", lines[0])
+    assert match, lines[0]
+    assert match[3] == f"afnet train --resume {run / 'last.pth'}"
+    assert not (run / "run.lock").exists() and not list(run.glob(".*.tmp"))
+    # The printed command continues the run (to one more epoch than it logged).
+    done = len((run / "log.jsonl").read_text().splitlines())
+    assert cli_main(shlex.split(match[3])[1:] + ["--epochs", str(done + 1), "--workers", "0"]) == 0
+    assert len((run / "log.jsonl").read_text().splitlines()) == done + 1
+
+
 # -- 4: output paths are checked before any work, in every command ---------------------------------
 WORK = {  # what each command does once its arguments are valid
     "train": "afnet.training.trainer.build_data", "eval": "afnet.training.evaluate.evaluate",
@@ -244,3 +298,118 @@ def test_output_check_sees_a_read_only_file_system():
 
     assert output_problem("/proc/afnet-out").startswith("cannot write to /proc/afnet-out: ")  # even for root
     assert output_problem("/proc/afnet.onnx", is_file=True).startswith("cannot write to /proc/afnet.onnx: ")
+
+
+# -- 5: Ctrl-C in every command ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", list(WORK))
+def test_ctrl_c_ends_every_command_with_one_line_and_130(tmp_path, capsys, monkeypatch, ckpt, clips, command):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WORK[command], interrupted)
+    argv, _ = command_writing_to(command, tmp_path / ("out.x" if command in FILE_OUTPUTS else "out"), ckpt, clips,
+                                 tmp_path)
+    rc, lines = run_interrupted(argv, capsys)
+    assert rc == 130
+    assert len(lines) == 1 and lines[0].startswith(f"afnet {command}: interrupted"), lines
+
+
+def test_loaders_hold_ctrl_c_back_while_they_fork_their_workers(monkeypatch):
+    """Python drops a KeyboardInterrupt raised in its at-fork hooks: Ctrl-C while a DataLoader
+    starts its workers was lost, and the run went on."""
+    from torch.utils.data import DataLoader
+
+    from afnet.data.loader import make_loader
+
+    during = []
+
+    def start_workers(self):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while the workers fork
+        during.append(signal.getsignal(signal.SIGINT))  # what the workers inherit
+        return iter([])
+
+    monkeypatch.setattr(DataLoader, "__iter__", start_workers)
+    loader = make_loader(list(range(4)), None, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        iter(loader)
+    assert len(during) == 1  # the start ran to its end, and the interrupt came after it
+    assert during[0] is not signal.default_int_handler  # the workers leave Ctrl-C to the main process
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def dead_workers(*args, **kwargs):
+    raise RuntimeError("DataLoader worker (pid(s) 1234) exited unexpectedly")
+
+
+def swallowed_interrupt_then_dead_workers(*args, **kwargs):
+    """Ctrl-C while a DataLoader forks its workers: Python reports the KeyboardInterrupt raised in
+    a fork hook as unraisable and goes on; the first sign is then the loader's error about the
+    workers the same Ctrl-C killed."""
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    dead_workers()
+
+
+def test_a_failure_that_ctrl_c_caused_is_the_interrupt(tmp_path, capsys, monkeypatch, ckpt, clips):
+    from afnet.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "validate", swallowed_interrupt_then_dead_workers)
+    rc, lines = run_interrupted(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 130
+    assert lines == ["afnet train: interrupted at epoch 1, in its validation; no checkpoint was written yet (the first "
+                     "one ends epoch 1): start the run again"]
+    monkeypatch.setattr(WORK["eval"], swallowed_interrupt_then_dead_workers)
+    argv, _ = command_writing_to("eval", tmp_path / "eval", ckpt, clips, tmp_path)
+    assert run_interrupted(argv, capsys) == (130, ["afnet eval: interrupted"])
+    # Without a SIGINT the same failure is a failure, with its traceback.
+    monkeypatch.setattr(WORK["eval"], dead_workers)
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        cli_main(argv)
+
+
+def test_ctrl_c_in_predict_keeps_the_manifest_of_what_was_written(tmp_path, capsys, monkeypatch, ckpt, clips):
+    from afnet.training import plots
+
+    real, calls = plots.plot_prediction, []
+
+    def plot_then_interrupt(result, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(result, path)
+
+    monkeypatch.setattr(plots, "plot_prediction", plot_then_interrupt)
+    out = tmp_path / "pred"
+    rc, lines = run_interrupted(["predict", str(clips / "v0.mp4"), str(clips / "v1.mp4"), "--checkpoint", str(ckpt),
+                                 "--batch-size", "1", "--workers", "0", "--out", str(out)], capsys)
+    assert rc == 130
+    assert lines == [f"afnet predict: interrupted after 1 of 2 clip(s); {out / 'manifest.json'} lists the files written"]
+    manifest = json.loads((out / "manifest.json").read_text())["clips"]
+    # The second clip's JSON was written before the interrupt: listed too.
+    assert manifest == [{"input": str(clips / "v0.mp4"), "outputs": ["v0.json", "v0.png"]},
+                        {"input": str(clips / "v1.mp4"), "outputs": ["v1.json"]}]
+
+
+# -- 10: progress inside the long loops -----------------------------------------------------------------
+def test_predict_and_eval_progress_bars(tmp_path, capsys, ckpt, clips):
+    base = ["predict", str(clips / "v0.mp4"), str(clips / "v1.mp4"), "--checkpoint", str(ckpt), "--workers", "0",
+            "--no-plot"]
+    assert cli_main(base + ["--progress", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "predict:" in err and "clip/s" in err
+    assert cli_main(base + ["--out", str(tmp_path / "b")]) == 0  # stderr is not a terminal: no bar
+    assert "clip/s" not in capsys.readouterr().err
+    assert cli_main(base + ["--quiet", "--out", str(tmp_path / "c")]) == 0
+    assert "clip/s" not in capsys.readouterr().err
+    assert cli_main(["eval", "--checkpoint", str(ckpt), "--data-root", str(clips), "--list", str(clips / "val.txt"),
+                     "--workers", "0", "--progress", "--out", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err
+    assert "eval:" in err and "clip/s" in err
+
+
+def test_training_epochs_show_progress_when_asked(tmp_path, capsys):
+    assert cli_main(["train", *TINY, "--epochs", "1", "--progress", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1:" in err and "clip/s" in err
+    assert cli_main(["train", *TINY, "--epochs", "1", "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    assert "clip/s" not in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module, which registers its parser with
 ``add_parser(sub)`` and sets ``run(args, parser) -> exit status`` as its default.
+:func:`main` runs it; Ctrl-C ends any command with one line on stderr (the interrupt's message,
+e.g. how to resume a training run) and exit status 130, the shell's code for SIGINT.
 """
 
 from __future__ import annotations
@@ -31,11 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status of a command ended by Ctrl-C: 128 + SIGINT, as shells report it.
+INTERRUPTED = 130
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``afnet`` console script. Returns the exit status."""
+    from afnet.tools.interrupts import sigint_handler, sigint_received
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.run(args, parser)
+    with sigint_handler():
+        try:
+            return args.run(args, parser)
+        except KeyboardInterrupt as exc:
+            # A command that knows where it stopped says so in the exception
+            # (afnet.training.trainer.TrainingInterrupted); a traceback would tell the user nothing.
+            message = str(exc) or "interrupted"
+        except Exception:
+            if not sigint_received():
+                raise
+            message = "interrupted"  # what Ctrl-C broke on its way (a DataLoader's killed workers)
+    print(f"afnet {args.command}: {message}", file=sys.stderr, flush=True)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,8 +13,8 @@ import torch
 from afnet.tools.devices import is_device_name
 from afnet.tools.outputs import output_problem
 
-__all__ = ["DOWNSAMPLE", "add_device", "check_device", "check_output", "device_name", "float_in", "frame_size",
-           "int_at_least", "require", "size_arg"]
+__all__ = ["DOWNSAMPLE", "add_device", "add_progress", "check_device", "check_output", "device_name", "float_in",
+           "frame_size", "int_at_least", "require", "size_arg"]
 
 # The AF networks downsample their input this many times: frame sizes are multiples of it.
 DOWNSAMPLE = 32
@@ -113,3 +113,13 @@ def check_output(parser: argparse.ArgumentParser, flag: str, path: Union[str, os
     if problem is not None:
         parser.error(f"argument {flag}: {problem}")
     return Path(path)
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--quiet``: progress bars always or never; ``args.progress`` is True, False or
+    None (the default: bars when stderr is a terminal), as :func:`afnet.tools.progress.progress_bar` takes it."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="draw progress bars (clips/s) even when stderr is not a terminal, e.g. into a log file")
+    group.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
+

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from afnet.cli.args import check_device, check_output, require
+from afnet.cli.args import add_progress, check_device, check_output, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 
@@ -25,6 +25,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("--execution", choices=("sparse", "dense"), default="sparse",
                    help="sparse (default, skips unselected frames) or dense (released masked form); same numbers")
     e.add_argument("--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
+    add_progress(e)
     e.set_defaults(run=run_eval)
 
 
@@ -39,7 +40,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.data.synthetic import MotionTask, demo_split
     from afnet.data.transforms import EvalTransform
     from afnet.training.distributed import setup, teardown
-    from afnet.training.evaluate import evaluate
+    from afnet.training.evaluate import NothingEvaluated, evaluate
     from afnet.training.plots import plot_selection
     from afnet.training.runfiles import atomic_write_bytes, to_json
 
@@ -70,8 +71,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                          workers=args.workers, pin_memory=info.device.type == "cuda")
     amp = torch.bfloat16 if info.device.type == "cuda" else None
     try:
-        result, _ = evaluate(model, loader, info, amp_dtype=amp, progress=True)
-    except RuntimeError as exc:  # nothing could be read
+        result, _ = evaluate(model, loader, info, amp_dtype=amp, progress=args.progress)
+    except NothingEvaluated as exc:
         print(f"afnet eval: error: {exc}", file=sys.stderr)
         return 1
     finally:

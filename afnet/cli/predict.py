@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from afnet.cli.args import check_device, check_output, int_at_least, require
+from afnet.cli.args import add_progress, check_device, check_output, int_at_least, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 MANIFEST = "manifest.json"
@@ -38,6 +38,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="when --out holds files this run would replace, move them (and the earlier manifest with "
                    "the files it lists) into OUT/replaced-N/ first; without it such a run is refused")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the PNGs")
+    add_progress(p)
     p.set_defaults(run=run_predict)
 
 
@@ -74,6 +75,7 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     require(parser, "av", "tqdm", "matplotlib")
     from afnet.data.datasets import Failure
     from afnet.tools.predict import predict_many
+    from afnet.tools.progress import progress_bar
     from afnet.training.distributed import resolve_device
     from afnet.training.plots import plot_prediction
     from afnet.training.runfiles import atomic_write_bytes, move_aside, to_json
@@ -95,14 +97,16 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         print(f"afnet predict: --overwrite: moved {len(earlier)} earlier file(s) into {moved}/", file=sys.stderr)
     manifest: Dict[str, Any] = {"checkpoint": str(args.checkpoint), "clips": []}
     written = 0
+    bar = progress_bar(len(args.clips), "predict", args.progress)
     try:
         results = predict_many(model, args.clips, size=size, resize=resize, class_names=labels, topk=args.topk,
                                batch_size=args.batch_size, workers=args.workers, template=template,
                                multi_label=bool(data.get("multi_label")))
         for clip, name, result in zip(args.clips, names, results):
+            bar.update(1)
             if isinstance(result, Failure):
                 manifest["clips"].append({"input": clip, "error": result.reason})
-                print(f"afnet predict: could not read {clip} ({result.reason})", file=sys.stderr)
+                bar.write(f"afnet predict: could not read {clip} ({result.reason})", file=sys.stderr)
                 continue
             files: List[str] = []  # listed as each is written: after Ctrl-C the manifest still tells the truth
             manifest["clips"].append({"input": clip, "outputs": files})
@@ -113,11 +117,15 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                 files.append(f"{name}.png")
             written += 1
             kept = ", ".join(f"{r:.2f}" for r in result.masks.float().mean(dim=1).tolist())
-            print(f"{clip}: " + ", ".join(f"{label} {p:.3f}" for _, label, p in result.topk)
-                  + f"  (selected per module: {kept})")
+            bar.write(f"{clip}: " + ", ".join(f"{label} {p:.3f}" for _, label, p in result.topk)
+                      + f"  (selected per module: {kept})", file=sys.stdout)
     except FileNotFoundError as exc:
         parser.error(f"argument CLIP: {exc}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted after {written} of {len(args.clips)} clip(s); "
+                                f"{out / MANIFEST} lists the files written") from None
     finally:
+        bar.close()
         if manifest["clips"]:  # also after Ctrl-C: what was written is listed
             atomic_write_bytes(out / MANIFEST, (to_json(manifest, indent=1) + "\n").encode())
     failed = len(args.clips) - written

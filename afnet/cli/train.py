@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from afnet.cli.args import add_device, check_device, float_in, int_at_least, require, size_arg
+from afnet.cli.args import add_device, add_progress, check_device, float_in, int_at_least, require, size_arg
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -67,6 +67,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     t.add_argument("--overwrite", action="store_true",
                    help="start in a run folder that holds another run: its files are moved into "
                    "RUN_DIR/replaced-N/ first (without this flag such a folder is refused)")
+    add_progress(t)
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set lr_steps=[20,40] (repeatable)")
     t.set_defaults(run=run_train)
@@ -101,7 +102,8 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             base = (stored, f"--resume {args.resume}")
         cfg = resolve_config(args.config, _flag_values(args), sets, base=base)
         check_device(parser, cfg.device)  # from a flag, the config file or the resumed run
-        train(cfg, resume=args.resume, overwrite=args.overwrite)  # checks --out (claim_run_dir) first
+        # train checks --out first (claim_run_dir)
+        train(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     except (ConfigError, DataError, RunFolderError) as exc:
         parser.error(str(exc))
     return 0

@@ -185,6 +185,10 @@ class Batch:
     def __len__(self) -> int:
         return int(self.index.numel())
 
+    def num_items(self) -> int:
+        """The clips the batch was made of, the unreadable ones included."""
+        return len(self) + len(self.failures)
+
     def pin_memory(self) -> "Batch":
         if self.video is not None:
             self.video = self.video.pin_memory()

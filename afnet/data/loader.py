@@ -6,11 +6,15 @@
   of workers, and a resumed run sees exactly the clips the uninterrupted one would.
 - :class:`ShardSampler` gives rank ``r`` the indices ``r, r + world, ...``: no padding, so an
   evaluation sharded over ranks counts every sample exactly once.
+- :func:`make_loader`'s loaders hold Ctrl-C back while they fork their workers (:class:`Loader`).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+import contextlib
+import signal
+import threading
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -72,6 +76,37 @@ class ShardSampler(Sampler[int]):
         return iter(self.indices)
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Inside the block SIGINT is only noted; it is raised again when the block ends."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # handlers can be set in the main thread only; None: one set outside Python, left alone
+        return
+    noted: List[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if noted:
+            signal.raise_signal(signal.SIGINT)
+
+
+class Loader(DataLoader):
+    """A DataLoader that holds Ctrl-C back while ``iter()`` forks its workers.
+
+    A ``KeyboardInterrupt`` raised in Python's at-fork hooks is reported as unraisable and
+    dropped, so Ctrl-C at that moment would be lost and the run go on; held back, it is raised
+    right after. The workers inherit the handler that only notes the signal: the terminal's
+    Ctrl-C (sent to the whole process group) leaves them running, and the main process, which
+    gets the ``KeyboardInterrupt``, shuts them down.
+    """
+
+    def __iter__(self):
+        with _sigint_held():
+            return super().__iter__()
+
+
 def make_loader(
     dataset: ClipDataset,
     sampler: Sampler,
@@ -87,7 +122,7 @@ def make_loader(
     The loader gets its own generator so that it never draws from the global RNG (whose state is
     part of a run's checkpoint); the clips' randomness comes from the sampler's seeds.
     """
-    return DataLoader(
+    return Loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -22,12 +22,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from afnet.data.datasets import Batch
 from afnet.data.transforms import normalize
+from afnet.tools.progress import progress_bar, track
 from afnet.training.cost import FlopTable, flop_table
 from afnet.training.distributed import DistInfo, gather_to_main
 from afnet.training.metrics import mean_average_precision, topk_hits
+
+
+class NothingEvaluated(RuntimeError):
+    """Every clip failed to load: there is nothing to report."""
 
 
 @dataclass
@@ -78,9 +83,10 @@ def evaluate(
     *,
     amp_dtype: Optional[torch.dtype] = None,
     table: Optional[FlopTable] = None,
-    progress: bool = False,
+    progress: Optional[bool] = False,
 ) -> Tuple[Optional[EvalResult], Optional[FlopTable]]:
-    """Evaluate ``model`` (unwrapped, not DDP) on this rank's shard of ``loader``.
+    """Evaluate ``model`` (unwrapped, not DDP) on this rank's shard of ``loader``; ``progress`` is the
+    bar on rank 0, as :func:`afnet.tools.progress.progress_bar` takes it (None: on a terminal).
 
     Returns ``(result, table)`` on rank 0 and ``(None, None)`` elsewhere; ``table`` is the
     FLOP table used (measured on the first clip when not given, so callers can reuse it).
@@ -91,8 +97,8 @@ def evaluate(
     shard: Dict[str, List[Any]] = {"index": [], "scores": [], "target": [], "ratios": [], "failed": []}
     forward_s, clips, clip_shape = 0.0, 0, None
     start = time.perf_counter()
-    batches = tqdm(loader, desc="eval", leave=False, disable=None if progress and info.is_main else True)
-    for batch in batches:
+    bar = progress_bar(len(loader.sampler), "eval", progress if info.is_main else False)
+    for batch in track(bar, loader, Batch.num_items):
         shard["failed"] += [{"path": f.path, "reason": f.reason} for f in batch.failures]
         if batch.video is None:
             continue
@@ -123,7 +129,7 @@ def _summarise(shards: List[Dict[str, Any]], table: Optional[FlopTable], names) 
     failed = [f for s in shards for f in s["failed"]]
     parts = [s for s in shards if s["index"]]
     if not parts:
-        raise RuntimeError(f"no clip could be evaluated: all {len(failed)} failed (first: {failed[:3]})")
+        raise NothingEvaluated(f"no clip could be evaluated: all {len(failed)} failed (first: {failed[:3]})")
     index = torch.cat([i for s in parts for i in s["index"]])
     if index.unique().numel() != index.numel():
         raise RuntimeError("a sample was evaluated twice: the shards overlap")

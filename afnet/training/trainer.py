@@ -14,12 +14,14 @@ the run config, and every rank's RNG state. The lr, τ and target ratio are func
 index), so ``--resume`` continues exactly as the uninterrupted run would have.
 
 A run folder belongs to one run (:func:`afnet.training.runfiles.claim_run_dir`: a lock, and no
-earlier run's results replaced without ``--resume`` or ``overwrite``).
+earlier run's results replaced without ``--resume`` or ``overwrite``). Ctrl-C ends a run with
+:class:`TrainingInterrupted`, whose message says where it stopped and how to resume.
 """
 
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from afnet.tools.checkpoint import load_checkpoint, save_checkpoint
+from afnet.tools.interrupts import sigint_received
+from afnet.tools.progress import progress_bar, track
 from afnet.data.datasets import Batch
 from afnet.data.loader import SeededSampler, ShardSampler, make_loader
 from afnet.data.transforms import normalize
@@ -141,11 +145,35 @@ def _set_rng_state(state: Dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-class Trainer:
-    """One run of :func:`train` (state shared by the epoch loop, the checkpoints and the log)."""
+_STARTING = "before training started"  # Ctrl-C while the data, the model or the resumed state load
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: Optional[str] = None) -> None:
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`. The message says where the run stopped and how to resume it
+    from its last checkpoint (``afnet train`` prints it as its one line)."""
+
+    def __init__(self, where: str, checkpoint: Optional[Path]) -> None:
+        if checkpoint is not None:
+            then = f"resume with: afnet train --resume {shlex.quote(str(checkpoint))}"
+        else:
+            then = "no checkpoint was written yet (the first one ends epoch 1): start the run again"
+        super().__init__(f"interrupted {where}; {then}")
+        self.where, self.checkpoint = where, checkpoint
+
+
+class Trainer:
+    """One run of :func:`train` (state shared by the epoch loop, the checkpoints and the log).
+
+    ``progress``: the bar inside each epoch and validation, as :func:`afnet.tools.progress.progress_bar`
+    takes it (True, False, None: on a terminal); drawn on rank 0 only.
+    """
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: Optional[str] = None,
+                 progress: Optional[bool] = None) -> None:
         self.cfg, self.info = cfg, info
+        self.progress = progress if info.is_main else False
+        self.where = _STARTING  # what the run is doing, for the message of Ctrl-C
+        self.checkpoint: Optional[Path] = Path(resume) if resume else None  # the latest one of this run
         self.run_dir = Path(cfg.out)
         self.data: RunData = build_data(cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and in one process
@@ -214,6 +242,7 @@ class Trainer:
             return
         last = self.run_dir / "last.pth"
         save_checkpoint(self.model, last, **self._checkpoint_extra(epoch, line, rng))  # atomic
+        self.checkpoint = last
         if improved:
             atomic_copy(last, self.run_dir / "best.pth")
 
@@ -252,9 +281,10 @@ class Trainer:
         ratio_sums: Optional[torch.Tensor] = None
         skipped = 0
         lr = tau = float("nan")
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if info.is_main else True, dynamic_ncols=True)
-        for i, batch in enumerate(bar):
+        self.where = f"at epoch {epoch + 1}, before its first step"
+        bar = progress_bar(iters * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
+        for i, batch in enumerate(track(bar, self.train_loader, Batch.num_items)):
+            self.where = f"at epoch {epoch + 1}, step {i + 1} of {iters}"
             skipped += len(batch.failures)
             self._warn_failures(batch)
             if any_rank(info, batch.video is None):
@@ -288,7 +318,7 @@ class Trainer:
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{sums[4] / sums[0]:.3f}",
                                 ratio=f"{float(per_module.mean()) / n:.2f}", lr=f"{lr:.2g}")
-        bar.close()
+        self.where = f"at epoch {epoch + 1}, in its validation"
         no_ratios = torch.zeros(0, dtype=torch.float64, device=info.device)
         totals = all_reduce_sum(info, torch.cat([sums, ratio_sums if ratio_sums is not None else no_ratios,
                                                  torch.tensor([skipped], dtype=torch.float64, device=info.device)])).cpu()
@@ -304,7 +334,7 @@ class Trainer:
 
     def validate(self) -> Optional[EvalResult]:
         result, self.table = evaluate(self.model, self.val_loader, self.info, amp_dtype=self.amp_dtype,
-                                      table=self.table, progress=True)
+                                      table=self.table, progress=self.progress)
         return result
 
     # -- the run -------------------------------------------------------------------------------
@@ -333,6 +363,7 @@ class Trainer:
                 line["epoch_time_s"] = time.perf_counter() - t0
                 append_log(self.run_dir / LOG_NAME, line)
                 _print_epoch(line, cfg.epochs)
+            self.where = f"at the end of epoch {epoch + 1}, while writing its checkpoints (each is replaced whole or not at all)"
             self._save(epoch, line, improved)
         if not info.is_main:
             return None
@@ -369,17 +400,21 @@ def _print_epoch(line: Dict[str, Any], epochs: int) -> None:
           + (f", {line['skipped']} skipped" if line["skipped"] else ""), flush=True)
 
 
-def train(cfg: TrainConfig, resume: Optional[str] = None, *, overwrite: bool = False) -> Optional[TrainSummary]:
+def train(cfg: TrainConfig, resume: Optional[str] = None, *, overwrite: bool = False,
+          progress: Optional[bool] = None) -> Optional[TrainSummary]:
     """Run training for ``cfg`` (resuming from the checkpoint ``resume``); under ``torchrun`` one
     call per rank. Returns the summary on rank 0, None on the other ranks.
 
     Args:
         overwrite: start in a folder that holds another run's results; its files are moved
             into ``RUN_DIR/replaced-N/`` (see :func:`afnet.training.runfiles.claim_run_dir`).
-    Raises :class:`afnet.training.runfiles.RunFolderError` when the run folder cannot be used.
+        progress: the progress bars, as :func:`afnet.tools.progress.progress_bar` takes them.
+    Raises :class:`afnet.training.runfiles.RunFolderError` when the run folder cannot be used, and
+    :class:`TrainingInterrupted` on Ctrl-C.
     """
     info = setup(cfg.device)
     lock: Optional[RunLock] = None
+    trainer: Optional[Trainer] = None
     try:
         refused: Optional[RunFolderError] = None
         if info.is_main:  # rank 0 owns the folder; the others learn whether it could
@@ -389,8 +424,18 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, *, overwrite: bool = F
                 refused = exc
         if any_rank(info, refused is not None):
             raise refused or RunFolderError(f"rank 0 could not use the run folder {cfg.out}")
-        return Trainer(cfg, info, resume).run()
+        trainer = Trainer(cfg, info, resume, progress=progress)
+        return trainer.run()
+    except KeyboardInterrupt:
+        pass  # reported below, once the folder is released
+    except Exception:
+        if not sigint_received():
+            raise
+        # Ctrl-C surfaced as a failure it caused (a DataLoader worker it killed): an interrupt too.
     finally:
         if lock is not None:
             lock.release()
         teardown(info)
+    if trainer is None:
+        raise TrainingInterrupted(_STARTING, Path(resume) if resume else None)
+    raise TrainingInterrupted(trainer.where, trainer.checkpoint)
