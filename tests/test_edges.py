@@ -390,6 +390,39 @@ def test_ctrl_c_in_predict_keeps_the_manifest_of_what_was_written(tmp_path, caps
                         {"input": str(clips / "v1.mp4"), "outputs": ["v1.json"]}]
 
 
+# -- 9: defaults follow the checkpoint --------------------------------------------------------------
+def test_export_takes_size_frames_and_classes_from_the_checkpoint(tmp_path, capsys, monkeypatch, ckpt):
+    from afnet.tools import export
+
+    seen = {}
+
+    def record(model, example, path, fmt, **kwargs):
+        seen.update(shape=tuple(example.shape), classes=model.config["num_classes"])
+        Path(path).write_bytes(b"program")
+        return Path(path)
+
+    monkeypatch.setattr(export, "export_model", record)
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--frame-budget", "0.5", "--format", "pt2", "--no-check",
+                     "--out", str(tmp_path / "m.pt2")]) == 0
+    assert seen == {"shape": (1, T, 3, 64, 64), "classes": 4}
+    assert "input [1, 4, 3, 64, 64]" in capsys.readouterr().out
+
+
+def test_python_predict_takes_the_checkpoints_settings(ckpt, clips):
+    result = afnet.predict(str(ckpt), str(clips / "v0.mp4"))
+    assert tuple(result.clip.shape) == (T, 3, 64, 64)  # the size the checkpoint was trained at
+    assert [name for _, name, _ in result.topk][:2] == ["b", "d"]  # its class names
+    assert tuple(afnet.predict(str(ckpt), str(clips / "v0.mp4"), size=32).clip.shape) == (T, 3, 32, 32)
+
+
+def test_eval_takes_size_frames_and_classes_from_the_checkpoint(tmp_path, ckpt, clips):
+    out = tmp_path / "eval"
+    assert cli_main(["eval", "--checkpoint", str(ckpt), "--data-root", str(clips), "--list", str(clips / "val.txt"),
+                     "--workers", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert (report["size"], report["frames"], report["num_clips"], report["top1"]) == (64, T, 2, 0.5)
+
+
 # -- 10: progress inside the long loops -----------------------------------------------------------------
 def test_predict_and_eval_progress_bars(tmp_path, capsys, ckpt, clips):
     base = ["predict", str(clips / "v0.mp4"), str(clips / "v1.mp4"), "--checkpoint", str(ckpt), "--workers", "0",

@@ -58,9 +58,8 @@ def class_names(path: Optional[str], data: Dict[str, Any], flag: str, parser: ar
 
 
 def input_settings(args: argparse.Namespace, data: Dict[str, Any]) -> Tuple[int, Any, str]:
-    from afnet.data.decode import DEFAULT_TEMPLATE
+    """(crop size, resize, frame-image template): the flags, else the checkpoint's, else the defaults."""
+    from afnet.tools.predict import input_settings as resolve
 
-    size = args.size or data.get("size") or 224
-    resize = args.resize if args.resize is not None else data.get("resize")
-    resize = tuple(resize) if isinstance(resize, list) else resize
-    return size, resize, args.image_template or data.get("image_template") or DEFAULT_TEMPLATE
+    settings = resolve(data, size=args.size, resize=args.resize, template=args.image_template)
+    return settings["size"], settings["resize"], settings["template"]

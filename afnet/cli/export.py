@@ -1,7 +1,8 @@
 """``afnet export``: write a budgeted model as a ``torch.export`` program or an ONNX file.
 
 Every argument is checked before any work starts; after writing, the file is run on a
-random clip and compared with the eager model (``--no-check`` skips that).
+random clip and compared with the eager model (``--no-check`` skips that). With ``--checkpoint``
+of ours, the frames, classes and input size are the checkpoint's unless flags say otherwise.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 
-from afnet.cli.args import check_output, frame_size, int_at_least
+from afnet.cli.args import DOWNSAMPLE, check_output, frame_size, int_at_least
 
 
 def _budget(text: str) -> Union[float, List[float]]:
@@ -51,7 +52,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     p.add_argument("--out", type=Path, required=True, help="output file")
     p.add_argument("--batch", type=int_at_least(1), default=1, help="videos per call in the exported graph (default 1)")
-    p.add_argument("--size", type=frame_size, default=224, help="frame height and width, a multiple of 32 (default 224)")
+    p.add_argument("--size", type=frame_size, default=None,
+                   help="frame height and width, a multiple of 32 (default: the checkpoint's, else 224)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the written file on a random clip and compare with the eager model (default on)")
     p.set_defaults(run=run)
@@ -72,17 +74,32 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
     check_output(parser, "--out", args.out, is_file=True)
 
 
-def _build(args: argparse.Namespace) -> torch.nn.Module:
+def _build(args: argparse.Namespace) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """The model and its checkpoint's data settings ({} without a checkpoint)."""
     import afnet
 
     if args.checkpoint is None:
         torch.manual_seed(0)
         return afnet.create_model(args.arch, num_classes=args.num_classes or 174, num_segments=args.frames or 8,
-                                  shift=args.shift).eval()
+                                  shift=args.shift).eval(), {}
     options = {"shift": True} if args.shift else {}
-    model, _ = afnet.build_from_checkpoint(args.checkpoint, arch=args.arch, num_segments=args.frames,
-                                           num_classes=args.num_classes, **options)
-    return model
+    model, report = afnet.build_from_checkpoint(args.checkpoint, arch=args.arch, num_segments=args.frames,
+                                                num_classes=args.num_classes, **options)
+    data = report.extra.get("data")
+    return model, data if isinstance(data, dict) else {}
+
+
+def _size(args: argparse.Namespace, parser: argparse.ArgumentParser, data: Dict[str, Any]) -> int:
+    """--size, else the size the checkpoint was trained at, else the paper's 224."""
+    from afnet.tools.predict import input_settings
+
+    if args.size is not None:
+        return args.size
+    size = input_settings(data)["size"]
+    if size % DOWNSAMPLE:
+        parser.error(f"argument --size: the checkpoint was trained at {size} px, which is not a multiple of "
+                     f"{DOWNSAMPLE}; give --size")
+    return size
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -90,15 +107,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.tools.export import export_model, run_exported
 
     _validate(args, parser)
-    model = _build(args)
+    model, data = _build(args)
+    size = _size(args, parser, data)
     try:
         model.frame_budget = args.frame_budget
     except (TypeError, ValueError) as exc:
         parser.error(f"argument --frame-budget: {exc}")
-    example = torch.randn(args.batch, model.num_segments, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(args.batch, model.num_segments, 3, size, size, generator=torch.Generator().manual_seed(0))
     path = export_model(model, example, args.out, args.fmt)
     print(f"afnet export: wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.fmt}, input "
-          f"[{args.batch}, {model.num_segments}, 3, {args.size}, {args.size}])")
+          f"[{args.batch}, {model.num_segments}, 3, {size}, {size}])")
     if args.check:
         clip = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
         model.backend = "torch" if args.fmt == "onnx" else model.backend

@@ -4,13 +4,18 @@
 long list in batches through a DataLoader, yielding one result at a time, so memory stays flat
 however many clips there are. Clips are sampled and cropped as in evaluation (segment centres,
 resize, centre crop).
+
+``model`` is an AF model or one of our checkpoints. A checkpoint also gives the input settings it
+was trained with (:func:`input_settings`: crop size, resize, frame-image names, class names,
+multi-label), so ``afnet.predict("runs/x/best.pth", "clip.mp4")`` predicts as ``afnet predict``
+does; arguments override them. A model alone carries no input size: pass ``size`` (default 224).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -20,6 +25,12 @@ from afnet.data.decode import DEFAULT_TEMPLATE, DecodeError
 from afnet.data.lists import VideoRecord
 from afnet.data.loader import ShardSampler, make_loader
 from afnet.data.transforms import Size, EvalTransform, normalize
+from afnet.tools.checkpoint import build_from_checkpoint
+
+PathLike = Union[str, os.PathLike]
+# The input settings where neither the caller nor a checkpoint gives them (the crop: the paper's).
+DEFAULTS: Dict[str, Any] = {"size": 224, "resize": None, "template": DEFAULT_TEMPLATE, "class_names": None,
+                            "multi_label": False}
 
 
 @dataclass
@@ -83,18 +94,43 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def input_settings(data: Mapping[str, Any], **given: Any) -> Dict[str, Any]:
+    """The input settings of :data:`DEFAULTS`' keys: those ``given`` (None: not given), else the
+    checkpoint's (``data``: ``report.extra["data"]`` of :func:`afnet.build_from_checkpoint`, as
+    ``afnet train`` writes it; {} for none), else the defaults."""
+    stored = {"size": data.get("size"), "resize": data.get("resize"), "template": data.get("image_template"),
+              "class_names": data.get("class_names"), "multi_label": data.get("multi_label")}
+    if isinstance(stored["resize"], list):  # YAML and JSON have no tuples
+        stored["resize"] = tuple(stored["resize"])
+    resolved = dict(DEFAULTS)
+    for layer in (stored, given):  # later wins
+        resolved.update({k: v for k, v in layer.items() if v is not None})
+    return resolved
+
+
+def _model_and_settings(model: Union[nn.Module, PathLike], device: Optional[Union[str, torch.device]]
+                        ) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The model to run and its checkpoint's data settings ({} for a model)."""
+    if isinstance(model, nn.Module):
+        return model, {}
+    built, report = build_from_checkpoint(model)
+    data = report.extra.get("data")
+    return built.to(device or "cpu"), data if isinstance(data, Mapping) else {}
+
+
 def predict_many(
-    model: nn.Module,
+    model: Union[nn.Module, PathLike],
     paths: Sequence[str],
     *,
-    size: int = 224,
+    size: Optional[int] = None,
     resize: Optional[Size] = None,
     class_names: Optional[Sequence[str]] = None,
     topk: int = 5,
     batch_size: int = 8,
     workers: int = 0,
-    template: str = DEFAULT_TEMPLATE,
-    multi_label: bool = False,
+    template: Optional[str] = None,
+    multi_label: Optional[bool] = None,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> Iterator[Union[Prediction, Failure]]:
     """Predict every clip of ``paths`` in order, ``batch_size`` clips per forward pass.
 
@@ -102,10 +138,20 @@ def predict_many(
     per unreadable one. Missing paths raise ``FileNotFoundError`` before anything runs.
 
     Args:
-        model: an AF model (``model.num_segments`` frames per clip); it is put in eval mode.
-        size, resize: the centre crop and the resize before it (evaluation's transform).
-        class_names: names for the class indices (default: the indices as strings).
+        model: an AF model (``model.num_segments`` frames per clip; it is put in eval mode), or
+            the path of one of our checkpoints, whose settings fill the options left unset.
+        size, resize: the centre crop and the resize before it (evaluation's transform); default:
+            the checkpoint's, else 224 and none.
+        class_names: names for the class indices (default: the checkpoint's, else the indices).
+        template: image names in frame folders (default: the checkpoint's, else ``img_{:05d}.jpg``).
+        multi_label: sigmoid scores instead of softmax (default: the checkpoint's, else False).
+        device: where a model built from a checkpoint runs (default the CPU); a model stays where it is.
     """
+    model, data = _model_and_settings(model, device)
+    settings = input_settings(data, size=size, resize=resize, template=template, class_names=class_names,
+                              multi_label=multi_label)
+    size, resize, template = settings["size"], settings["resize"], settings["template"]
+    class_names, multi_label = settings["class_names"], settings["multi_label"]
     records = [clip_record(p, template) for p in paths]
     num_classes = model.new_fc.out_features if getattr(model, "new_fc", None) is not None else None
     dataset = ClipDataset(
@@ -134,8 +180,9 @@ def predict_many(
             yield results[index]
 
 
-def predict(model: nn.Module, path: str, **options: Any) -> Prediction:
-    """Predict one video file or frame folder; ``options`` as in :func:`predict_many`.
+def predict(model: Union[nn.Module, PathLike], path: str, **options: Any) -> Prediction:
+    """Predict one video file or frame folder with ``model``, an AF model or the path of one of
+    our checkpoints (whose input settings then apply); ``options`` as in :func:`predict_many`.
 
     Raises ``DecodeError`` when the clip cannot be read.
     """
