@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,39 @@ def test_ctrl_c_in_predict_keeps_the_manifest_of_what_was_written(tmp_path, caps
     # The second clip's JSON was written before the interrupt: listed too.
     assert manifest == [{"input": str(clips / "v0.mp4"), "outputs": ["v0.json", "v0.png"]},
                         {"input": str(clips / "v1.mp4"), "outputs": ["v1.json"]}]
+
+
+# -- 8: the demo's printed command runs -------------------------------------------------------------
+def test_make_demo_data_prints_a_train_command_that_runs(tmp_path, capsys, monkeypatch):
+    from afnet.training.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["make-demo-data", "demo", "--videos", "10"]) == 0
+    command = re.search(r"^train with: (afnet train .*)$", capsys.readouterr().out, re.M)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["afnet", "train"]
+    # Exactly that command: it resolves, builds data and model, and trains its first epoch (stopped
+    # at the validation to keep the test short).
+    epochs = []
+    real_epoch = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self, epoch: epochs.append(epoch) or real_epoch(self, epoch))
+    monkeypatch.setattr(Trainer, "validate", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, lines = run_interrupted(argv[1:], capsys)
+    assert rc == 130 and epochs == [0], lines
+    assert lines == ["afnet train: interrupted at epoch 1, in its validation; no checkpoint was written yet (the "
+                     "first one ends epoch 1): start the run again"]
+    assert not [w for w in caught if "worker" in str(w.message)]  # DataLoader: more workers than CPUs
+
+
+def test_dataloader_workers_are_capped_at_the_cpus(monkeypatch):
+    from afnet.training.config import resolve_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert resolve_config(flags={"train_list": "t.txt", "val_list": "v.txt"}).workers == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert resolve_config(flags={"train_list": "t.txt", "val_list": "v.txt"}).workers == 4  # the paper's
 
 
 # -- 9: defaults follow the checkpoint --------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -18,6 +17,7 @@ from typing import Sequence, Tuple
 import torch
 
 from afnet.cli.args import DOWNSAMPLE, add_device, check_device, check_output, float_in, frame_size, int_at_least
+from afnet.tools.devices import available_cpus
 
 from afnet.bench.config import DEFAULT_BATCH_SWEEP
 
@@ -38,13 +38,6 @@ def _size(text: str) -> int:
     if value > MAX_SIZE:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SIZE}, got {value}")
     return value
-
-
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -69,7 +62,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="frames of the main comparison (default 8); the 'more is less' entries use 1.5x")
     b.add_argument("--threads", type=int_at_least(1), default=None,
                    help=f"torch intra-op threads, at most the CPUs this process may use (default: all "
-                   f"{_default_threads()})")
+                   f"{available_cpus()})")
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model in channels_last (default on)")
     b.add_argument("--quick", action="store_true",
@@ -141,7 +134,7 @@ def resolve_bench_config(args: argparse.Namespace, parser: argparse.ArgumentPars
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if on_cuda else torch.float32)
     if dtype == torch.float16 and not on_cuda:
         parser.error("argument --dtype: float16 is only supported on CUDA; use float32 or bfloat16 on the CPU")
-    cpus = _default_threads()
+    cpus = available_cpus()
     if args.threads is not None and args.threads > cpus:
         parser.error(f"argument --threads: must be at most {cpus} (the CPUs this process may use), got {args.threads}")
     if args.batch_sweep and args.batch is not None:

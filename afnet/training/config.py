@@ -26,7 +26,7 @@ import yaml
 
 from afnet.data.sampling import SAMPLINGS
 from afnet.models import ALL_POLICIES, ARCHS
-from afnet.tools.devices import is_device_name
+from afnet.tools.devices import available_cpus, is_device_name
 from afnet.training.schedules import TAU_SCHEDULES
 
 LR_SCHEDULES = ("step", "cosine")
@@ -93,7 +93,9 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     sync_bn: bool = False
-    workers: int = 4
+    # The released 4 DataLoader workers, but no more than the CPUs this process may use: more only
+    # compete for them, and PyTorch warns about it.
+    workers: int = field(default_factory=lambda: min(4, available_cpus()))
     pin_memory: bool = True
     persistent_workers: bool = False
     seed: int = 0
