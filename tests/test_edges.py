@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -75,6 +76,14 @@ def clips(tmp_path_factory) -> Path:
         write_numbered_video(root / f"v{i}.mp4", 12 + 4 * i)
     write_lines(root / "val.txt", ["v0.mp4 1", "v1.mp4 0"])
     return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished one-epoch run of ``afnet train`` (its checkpoints carry the training state)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert cli_main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    return run
 
 
 # -- 2: predict never overwrites --------------------------------------------------------------------
@@ -480,3 +489,81 @@ def test_training_epochs_show_progress_when_asked(tmp_path, capsys):
     assert "epoch 1/1:" in err and "clip/s" in err
     assert cli_main(["train", *TINY, "--epochs", "1", "--quiet", "--out", str(tmp_path / "quiet")]) == 0
     assert "clip/s" not in capsys.readouterr().err
+
+
+# -- 11: messages ---------------------------------------------------------------------------------------
+def test_a_directory_listed_as_a_video_is_named_as_such(tmp_path, capsys, ckpt, clips):
+    (tmp_path / "walk").mkdir()
+    write_lines(tmp_path / "list.txt", ["walk 1"])
+    err = usage_error(capsys, ["eval", "--checkpoint", str(ckpt), "--data-root", str(tmp_path),
+                               "--list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "out")])
+    assert f"1 path(s) listed in {tmp_path / 'list.txt'} as video files are directories: {tmp_path / 'walk'}" in err
+    assert "do not exist" not in err
+
+
+def test_an_empty_frame_folder_names_the_template(tmp_path, capsys, ckpt):
+    (tmp_path / "empty").mkdir()
+    err = usage_error(capsys, ["predict", str(tmp_path / "empty"), "--checkpoint", str(ckpt), "--out",
+                               str(tmp_path / "out")])
+    assert (f"argument CLIP: folder {str(tmp_path / 'empty')!r} holds no frames matching the image template "
+            "'img_{:05d}.jpg'") in err
+    assert "list" not in err
+
+
+def test_checkpoint_mismatches_give_command_line_advice(tmp_path, capsys, ckpt, clips, trained_run):
+    err = usage_error(capsys, ["eval", "--checkpoint", str(ckpt), "--frames", "8", "--data-root", str(clips),
+                               "--list", str(clips / "val.txt"), "--out", str(tmp_path / "e")])
+    assert "num_segments: checkpoint 4, given 8; leave out --frames: the checkpoint's own config sets it" in err
+    assert "check_config" not in err and "strict=" not in err
+    err = usage_error(capsys, ["export", "--checkpoint", str(ckpt), "--frames", "8", "--frame-budget", "0.5",
+                               "--format", "pt2", "--out", str(tmp_path / "m.pt2")])
+    assert "leave out --frames" in err and "check_config" not in err
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": torch.load(ckpt, weights_only=True)["state_dict"]}, bare)
+    err = usage_error(capsys, ["predict", str(clips / "v0.mp4"), "--checkpoint", str(bare), "--out", str(tmp_path / "p")])
+    assert "carries no model config" in err and "give --arch, --frames, --num-classes" in err
+    assert "build_from_checkpoint" not in err
+    err = usage_error(capsys, ["predict", str(clips / "v0.mp4"), "--checkpoint", str(bare), "--arch", "af_resnet18",
+                               "--frames", "4", "--num-classes", "7", "--out", str(tmp_path / "p")])
+    assert "give the ones it was trained with" in err and "strict=False" not in err
+    err = usage_error(capsys, ["train", "--resume", str(trained_run / "last.pth"), "--frames", "8",
+                               "--out", str(tmp_path / "resumed")])
+    assert "argument --resume:" in err and "leave out --frames" in err and "--pretrained" in err
+    assert "check_config" not in err
+    # Python callers keep the advice in Python terms.
+    with pytest.raises(afnet.CheckpointError, match="Pass check_config=False"):
+        afnet.build_from_checkpoint(ckpt, num_segments=8)
+
+
+def test_rs_without_spatial_is_an_error_naming_both():
+    with pytest.raises(ValueError, match=r"rs=0\.5 .*needs spatial=True, got spatial=False"):
+        afnet.create_model("af_resnet18", num_classes=4, num_segments=T, rs=0.5)
+    assert afnet.create_model("af_resnet18", num_classes=4, num_segments=T, spatial=True, rs=0.5).is_spatial
+
+
+def test_export_model_prints_nothing(tmp_path, capfd, caplog):
+    """Nothing on file descriptors 1 and 2 (C++ and handlers' output), and no warning record, which
+    outside pytest Python's last-resort handler would print (onnx_ir's "Attribute type is ambiguous")."""
+    from afnet.tools.export import export_model, run_exported
+
+    caplog.set_level(logging.WARNING)
+
+    torch.manual_seed(0)
+    model = afnet.create_model("af_resnet18", num_classes=4, num_segments=T).eval()
+    model.frame_budget = 0.5
+    video = torch.randn(1, T, 3, 32, 32)
+    capfd.readouterr()
+    path = export_model(model, video, tmp_path / "m.onnx", "onnx")
+    run_exported(path, video)
+    assert capfd.readouterr() == ("", "")
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+def test_export_command_prints_only_its_own_lines(tmp_path, capfd):
+    out = tmp_path / "model.bin"  # not *.pt2: torch.export.load warns before it loads such a name
+    capfd.readouterr()
+    assert cli_main(["export", "--arch", "af_resnet18", "--frames", "4", "--frame-budget", "0.5", "--format", "pt2",
+                     "--size", "32", "--out", str(out)]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == ["afnet export", "afnet export"]

@@ -8,11 +8,18 @@ Our checkpoints carry the model config and the data settings (crop, resize, clas
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from afnet.cli.args import add_device, int_at_least, size_arg
 
-__all__ = ["add_model_args", "class_names", "input_settings", "load_model"]
+if TYPE_CHECKING:  # the checkpoint module loads torch models: imported when a command runs
+    from afnet.tools.checkpoint import CheckpointError
+
+__all__ = ["add_model_args", "checkpoint_message", "class_names", "input_settings", "load_model"]
+
+# build_from_checkpoint's arguments -> the flags that set them (eval, predict, export; train names
+# the first three the same way).
+_FLAGS = {"arch": "--arch", "num_segments": "--frames", "num_classes": "--num-classes", "shift": "--shift"}
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -40,10 +47,29 @@ def load_model(args: argparse.Namespace, parser: argparse.ArgumentParser, device
         given["shift"] = True
     try:
         model, report = build_from_checkpoint(args.checkpoint, **given)
-    except (CheckpointError, FileNotFoundError) as exc:
-        parser.error(f"argument --checkpoint: {exc}")
+    except CheckpointError as exc:
+        parser.error(checkpoint_message(exc, "--checkpoint"))
     data = report.extra.get("data") if isinstance(report.extra.get("data"), dict) else {}
     return model.to(device).eval(), data
+
+
+def checkpoint_message(exc: CheckpointError, flag: str) -> str:
+    """The usage error for a checkpoint given by ``flag`` that cannot be used: the cause, with advice
+    in command-line terms where the library's message gives Python arguments (``strict=False``,
+    ``check_config=False``) that no flag sets."""
+    if "check_config" in exc.needs:
+        settings = ", ".join(_FLAGS.get(k, k) for k in exc.differing)
+        advice = f"leave out {settings}: the checkpoint's own config sets {'it' if len(exc.differing) == 1 else 'them'}"
+        if flag == "--resume":
+            advice += " (to train its weights as another model, start a new run with --pretrained)"
+    elif "strict" in exc.needs:
+        advice = ("its tensors do not fit the model that --arch, --frames, --num-classes and --shift describe: "
+                  "give the ones it was trained with")
+    elif exc.needs:
+        advice = f"give {', '.join(_FLAGS.get(k, k) for k in exc.needs)}"
+    else:
+        return f"argument {flag}: {exc.cause}"
+    return f"argument {flag}: {exc.cause}; {advice}"
 
 
 def class_names(path: Optional[str], data: Dict[str, Any], flag: str, parser: argparse.ArgumentParser) -> Optional[List[str]]:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Tuple, Union
 import torch
 
 from afnet.cli.args import DOWNSAMPLE, check_output, frame_size, int_at_least
+from afnet.cli.checkpoint_args import checkpoint_message
 
 
 def _budget(text: str) -> Union[float, List[float]]:
@@ -74,7 +75,7 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
     check_output(parser, "--out", args.out, is_file=True)
 
 
-def _build(args: argparse.Namespace) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The model and its checkpoint's data settings ({} without a checkpoint)."""
     import afnet
 
@@ -83,8 +84,11 @@ def _build(args: argparse.Namespace) -> Tuple[torch.nn.Module, Dict[str, Any]]:
         return afnet.create_model(args.arch, num_classes=args.num_classes or 174, num_segments=args.frames or 8,
                                   shift=args.shift).eval(), {}
     options = {"shift": True} if args.shift else {}
-    model, report = afnet.build_from_checkpoint(args.checkpoint, arch=args.arch, num_segments=args.frames,
-                                                num_classes=args.num_classes, **options)
+    try:
+        model, report = afnet.build_from_checkpoint(args.checkpoint, arch=args.arch, num_segments=args.frames,
+                                                    num_classes=args.num_classes, **options)
+    except afnet.CheckpointError as exc:
+        parser.error(checkpoint_message(exc, "--checkpoint"))
     data = report.extra.get("data")
     return model, data if isinstance(data, dict) else {}
 
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.tools.export import export_model, run_exported
 
     _validate(args, parser)
-    model, data = _build(args)
+    model, data = _build(args, parser)
     size = _size(args, parser, data)
     try:
         model.frame_budget = args.frame_budget
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         model.backend = "torch" if args.fmt == "onnx" else model.backend
         with torch.inference_mode():
             expected = model(clip)
-        got = run_exported(path, clip)
+        got = run_exported(path, clip, args.fmt)
         err = ((got.double() - expected.double()).norm() / expected.double().norm()).item()
         print(f"afnet export: exported output vs eager, relative error {err:.2e}")
         if not err <= 1e-4:

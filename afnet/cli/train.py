@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from afnet.cli.args import add_device, add_progress, check_device, float_in, int_at_least, require, size_arg
+from afnet.cli.checkpoint_args import checkpoint_message
 
 # Flags that set a config key of the same name (``--batch-size`` → ``batch_size``), with their type.
 _TRAIN_FLAGS = (
@@ -95,7 +96,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             try:
                 stored = read_checkpoint(args.resume).get("train_config")
             except CheckpointError as exc:
-                parser.error(f"argument --resume: {exc}")
+                parser.error(checkpoint_message(exc, "--resume"))
             if not isinstance(stored, dict):
                 parser.error(f"argument --resume: {args.resume} is not a training checkpoint of afnet train "
                              "(no train_config); use --pretrained to start from its weights")
@@ -106,4 +107,6 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         train(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     except (ConfigError, DataError, RunFolderError) as exc:
         parser.error(str(exc))
+    except CheckpointError as exc:  # the weights of --resume or --pretrained do not fit the model
+        parser.error(checkpoint_message(exc, "--resume" if args.resume else "--pretrained"))
     return 0

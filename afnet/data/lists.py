@@ -154,16 +154,35 @@ def read_class_names(path: PathLike) -> List[str]:
     return names
 
 
+def _shown(paths: Sequence[str]) -> str:
+    more = len(paths) - SHOW_MISSING
+    return ", ".join(paths[:SHOW_MISSING]) + (f", ... ({more} more)" if more > 0 else "")
+
+
 def check_exist(records: Iterable[VideoRecord], source: str) -> None:
-    """Raise :class:`DataError` listing the first few entries whose file or folder is missing.
+    """Raise :class:`DataError` listing the first few entries whose file or folder is missing, or
+    is there but of the other kind (a folder listed as a video file, a file as a frame folder).
 
     Frame folders are checked as folders (not image by image); unreadable contents are bad data
     handled when the clip is loaded.
     """
-    missing = [r.path for r in records if not (os.path.isdir(r.path) if r.is_frame_folder else os.path.isfile(r.path))]
+    missing, wrong_kind = [], []
+    for r in records:
+        if os.path.isdir(r.path) if r.is_frame_folder else os.path.isfile(r.path):
+            continue
+        (wrong_kind if os.path.exists(r.path) else missing).append(r)
+    problems = []
     if missing:
-        shown = ", ".join(missing[:SHOW_MISSING]) + (f", ... ({len(missing) - SHOW_MISSING} more)" if len(missing) > SHOW_MISSING else "")
-        raise DataError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
+        problems.append(f"{len(missing)} file(s) listed in {source} do not exist: {_shown([r.path for r in missing])}")
+    folders = [r.path for r in wrong_kind if not r.is_frame_folder]
+    if folders:
+        problems.append(f"{len(folders)} path(s) listed in {source} as video files are directories: {_shown(folders)} "
+                        "(a frame folder is listed as 'path num_frames label')")
+    files = [r.path for r in wrong_kind if r.is_frame_folder]
+    if files:
+        problems.append(f"{len(files)} path(s) listed in {source} as frame folders are not directories: {_shown(files)}")
+    if problems:
+        raise DataError("; ".join(problems))
 
 
 def num_classes_of(records: Iterable[VideoRecord]) -> int:

@@ -324,6 +324,8 @@ def _check_spatial(options: Mapping[str, Any]) -> None:
     rs = options["rs"]
     if rs is not None and not is_ratio(rs):
         raise ValueError(f"rs (the ratio of computed cells of the selected frames) must be a number in (0, 1], got {rs!r}")
+    if rs is not None and not options["spatial"]:  # it would be ignored: say so rather than run another model
+        raise ValueError(f"rs={rs!r} (the ratio of computed cells) needs spatial=True, got spatial=False")
     if options["spatial"] and policy != "navigation" and rs is None:
         raise ValueError(f"spatial_policy={policy!r} needs rs, the ratio of computed cells in (0, 1]")
     grid = options["grid"]

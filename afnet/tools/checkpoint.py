@@ -36,7 +36,7 @@ import pickle
 import sys
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -67,7 +67,19 @@ Source = Union[PathLike, Mapping[str, Any]]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be read, is damaged, or does not fit the model."""
+    """A checkpoint cannot be read, is damaged, or does not fit the model.
+
+    The message ends with advice in Python terms (``strict=False``, ``check_config=False``, the
+    arguments to pass). A command line gives its own instead: ``cause`` is the message without
+    that advice, ``needs`` names the Python arguments that would get past the error, and
+    ``differing`` the config fields a ``check_config`` refusal is about.
+    """
+
+    def __init__(self, message: str, *, cause: Optional[str] = None, needs: Sequence[str] = (),
+                 differing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.cause = cause if cause is not None else message
+        self.needs, self.differing = tuple(needs), tuple(differing)
 
 
 @dataclass
@@ -499,10 +511,9 @@ def _load_into(
     if check_config and config is not None and model_config is not None:
         diffs = _config_differences(config, model_config)
         if diffs:
-            raise CheckpointError(
-                f"{name} was saved from a model that computes differently: {_describe_differences(diffs, 'model')}. "
-                "Pass check_config=False to load it anyway"
-            )
+            cause = f"{name} was saved from a model that computes differently: {_describe_differences(diffs, 'model')}"
+            raise CheckpointError(f"{cause}. Pass check_config=False to load it anyway", cause=cause,
+                                  needs=("check_config",), differing=[k for k, _, _ in diffs])
     model_state = model.state_dict()
     tensors, layout = _to_model_keys(tensors, model_state, name)
     report = _match(model_state, tensors, f"{container} {layout}")
@@ -517,7 +528,8 @@ def _load_into(
     if strict and not report.ok:
         raise CheckpointError(
             f"{where} does not fit model {arch!r} (pass strict=False to load the matching part): "
-            + report.describe()
+            + report.describe(),
+            cause=f"{where} does not fit model {arch!r}: {report.describe()}", needs=("strict",),
         )
     with torch.no_grad():
         for key in report.loaded:
@@ -588,20 +600,23 @@ def build_from_checkpoint(
     if stored is None:
         missing = [k for k in _REQUIRED_WITHOUT_CONFIG if k not in given]
         if missing:
-            raise CheckpointError(
-                f"{name} carries no model config (a released checkpoint or a bare state dict): "
-                f"pass {', '.join(missing)} to build_from_checkpoint"
-            )
-        model = create_model(**given)
+            cause = f"{name} carries no model config (a released checkpoint or a bare state dict)"
+            raise CheckpointError(f"{cause}: pass {', '.join(missing)} to build_from_checkpoint", cause=cause,
+                                  needs=missing)
+        try:
+            model = create_model(**given)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{name}: the arguments do not build a model: {exc}") from exc
     else:
         if not isinstance(stored, Mapping):
             raise CheckpointError(f"{name}: its config is a {type(stored).__name__}, not a dict")
         config = {**stored, **given}
         diffs = _config_differences(stored, config)
         if check_config and diffs:
+            cause = f"{name}: the arguments change what its model computes: {_describe_differences(diffs, 'given')}"
             raise CheckpointError(
-                f"{name}: the arguments change what its model computes: {_describe_differences(diffs, 'given')}. "
-                "Pass check_config=False (and strict=False where shapes change) to build it anyway"
+                f"{cause}. Pass check_config=False (and strict=False where shapes change) to build it anyway",
+                cause=cause, needs=("check_config",), differing=[k for k, _, _ in diffs],
             )
         try:
             model = create_model(**config)

@@ -50,8 +50,10 @@ def check_static(frozen: FrozenTSN) -> None:
 def _quiet() -> Iterator[None]:
     """Silence the exporters' progress lines and warnings about their own internals, which tell a
     user nothing they can act on (the round trip is checked by the caller)."""
-    names = ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._export")
-    loggers = [logging.getLogger(name) for name in names]
+    # onnx_ir: "Attribute type is ambiguous" once per empty attribute of the graph; torch.export:
+    # loading a program from a file not named *.pt2 warns before it falls back to the legacy format.
+    loggers = [logging.getLogger(name)
+               for name in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._export")]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -113,10 +115,22 @@ def export_model(
     return path
 
 
-def run_exported(path: Union[str, Path], video: torch.Tensor) -> torch.Tensor:
-    """Run an exported file on ``video``: the pt2 program, or the ONNX model in onnxruntime."""
+def run_exported(path: Union[str, Path], video: torch.Tensor, fmt: Optional[str] = None,
+                 quiet: bool = True) -> torch.Tensor:
+    """Run an exported file on ``video``: the pt2 program, or the ONNX model in onnxruntime.
+
+    Args:
+        fmt: ``"pt2"`` or ``"onnx"`` (default: ONNX for a ``.onnx`` file, else pt2).
+        quiet: without the loaders' warnings, as in :func:`export_model`.
+    """
     path = Path(path)
-    if path.suffix == ".onnx":
+    fmt = fmt or ("onnx" if path.suffix == ".onnx" else "pt2")
+    with _quiet() if quiet else contextlib.nullcontext():
+        return _run_exported(path, video, fmt)
+
+
+def _run_exported(path: Path, video: torch.Tensor, fmt: str) -> torch.Tensor:
+    if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -82,9 +82,16 @@ def count_images(folder: str, template: str = DEFAULT_TEMPLATE) -> int:
 
 
 def clip_record(path: str, template: str = DEFAULT_TEMPLATE) -> VideoRecord:
-    """A video file, or a frame folder with its images counted (label 0: unknown)."""
+    """A video file, or a frame folder with its images counted (label 0: unknown).
+
+    Raises ``FileNotFoundError`` for a missing path and for a folder without images named by ``template``.
+    """
     if os.path.isdir(path):
-        return VideoRecord(path, (0,), count_images(path, template))
+        count = count_images(path, template)
+        if count == 0:
+            raise FileNotFoundError(f"folder {path!r} holds no frames matching the image template {template!r} "
+                                    f"(its first frame would be {template.format(1)!r})")
+        return VideoRecord(path, (0,), count)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"clip {path!r} is neither a video file nor a frame folder")
     return VideoRecord(path, (0,))
@@ -135,7 +142,8 @@ def predict_many(
     """Predict every clip of ``paths`` in order, ``batch_size`` clips per forward pass.
 
     Yields a :class:`Prediction` per readable clip and a :class:`afnet.data.datasets.Failure`
-    per unreadable one. Missing paths raise ``FileNotFoundError`` before anything runs.
+    per unreadable one. Missing paths, and frame folders without images named by ``template``,
+    raise ``FileNotFoundError`` before anything runs.
 
     Args:
         model: an AF model (``model.num_segments`` frames per clip; it is put in eval mode), or
