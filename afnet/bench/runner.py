@@ -26,6 +26,7 @@ from afnet.bench import report
 from afnet.bench.build import BenchCheckError, Call, build_and_check, unavailable
 from afnet.bench.config import BenchConfig, Entry, default_suite
 from afnet.bench.timing import device_sync, time_round_robin
+from afnet.tools.allocator import malloc_tuned
 
 __all__ = ["BenchCheckError", "environment", "make_videos", "profile_runner", "run_bench"]
 # Compiled models in one run: each model, dtype and batch size is a specialisation of the same
@@ -64,6 +65,9 @@ def environment(cfg: BenchConfig) -> Dict[str, Any]:
         "size": cfg.size,
         "afnet_kernels": afnet_kernels.backends(),
         "load_avg_start": os.getloadavg(),
+        # Pinned glibc thresholds (the afnet command's default) keep freed activations for reuse;
+        # without them each CPU forward faults in fresh pages (afnet.tools.allocator).
+        "malloc_pinned": malloc_tuned(),
     }
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
@@ -185,7 +189,7 @@ def _header(cfg: BenchConfig, env: Dict[str, Any]) -> str:
     batch = f"batch sweep {','.join(map(str, cfg.batch_sweep))}" if cfg.batch_sweep else f"batch={cfg.batch}"
     return (f"afnet bench: device={env['device']} cpu={env['cpu']!r} torch={env['torch']} dtype={env['dtype']} "
             f"threads={env['threads']} {batch} channels_last={cfg.channels_last} size={cfg.size} "
-            f"compile={cfg.compile} load={env['load_avg_start'][0]:.2f}"
+            f"compile={cfg.compile} malloc_pinned={env['malloc_pinned']} load={env['load_avg_start'][0]:.2f}"
             + (f" time_budget={cfg.time_budget:g}s" if cfg.time_budget is not None else ""))
 
 

@@ -3,13 +3,16 @@
 Each subcommand lives in its own module, which registers its parser with
 ``add_parser(sub)`` and sets ``run(args, parser) -> exit status`` as its default.
 :func:`main` runs it; Ctrl-C ends any command with one line on stderr (the interrupt's message,
-e.g. how to resume a training run) and exit status 130, the shell's code for SIGINT.
+e.g. how to resume a training run) and exit status 130, the shell's code for SIGINT. The command
+owns its process, so it pins glibc's allocator thresholds first (``afnet.tools.allocator``;
+``AFNET_MALLOC_TUNING=0`` leaves them alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -39,8 +42,11 @@ INTERRUPTED = 130
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``afnet`` console script. Returns the exit status."""
+    from afnet.tools.allocator import pin_malloc_thresholds
     from afnet.tools.interrupts import sigint_handler, sigint_received
 
+    if os.environ.get("AFNET_MALLOC_TUNING", "1") != "0":
+        pin_malloc_thresholds()
     parser = build_parser()
     args = parser.parse_args(argv)
     with sigint_handler():
