@@ -7,10 +7,13 @@ Shared by the model tests: weights from ``seed`` walked over ``keys_shapes``, th
 from __future__ import annotations
 
 import math
+import os
+import traceback
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = ("af_resnet50_t8", "af_resnet50_tsm_t8", "af_mobilenetv3_tsm_t8")
@@ -107,31 +110,113 @@ def random_masks(count: int, n: int, t: int, seed: int) -> List[torch.Tensor]:
     return masks
 
 
-class HostReads:
-    """Counts Python-level reads of tensor values (``item``, ``tolist``, ``bool``, ``int``,
-    ``float``), each a device sync on CUDA, while active (``with HostReads() as reads``)."""
+class HostReads(TorchDispatchMode):
+    """Records every read of tensor values by the host while active (``with HostReads() as reads``);
+    on CUDA each is a device sync. The CPU has no sync to count, so reads are seen where they
+    happen, in Python or in C++ code that goes through the dispatcher:
 
-    NAMES = ("item", "tolist", "__bool__", "__int__", "__float__")
+    - ``aten::_local_scalar_dense`` (and ``aten::item``, torch's ``data_dependent_output`` tag):
+      what ``.item()``, ``bool()``, ``int()``, ``float()`` and ATen's own C++ call (``narrow``
+      with a tensor start, ``one_hot``, ...);
+    - ops whose output size depends on the values (the ``dynamic_output_shape`` tag: ``nonzero``,
+      ``masked_select``, ``unique``, indexing with a bool mask, ...) and ops returning a host
+      value (``equal``, ``allclose``);
+    - ``Tensor.tolist`` and ``Tensor.numpy``, which read a CPU tensor's memory without the
+      dispatcher: patched while the block runs.
+
+    A C++ kernel reading its own inputs is invisible to any of these. The ``afnet_kernels`` ops
+    do so on CUDA only when asked to (``validate=True``; ``select_frames`` without
+    ``num_selected``), so each of their calls is recorded with its arguments (``kernel_calls``),
+    and ``device_reading_calls`` lists those that would read back on CUDA.
+
+    Attributes:
+        sites: per read, ``"file.py:function"`` of the innermost caller outside torch and this
+            module, in order.
+        reads: per read, what read (an op name or ``Tensor.tolist``), in order.
+        kernel_calls: ``(op name, {argument: value})`` of every ``afnet_kernels`` op call.
+    """
+
+    PYTHON_READS = ("tolist", "numpy")
+    VALUE_RESULTS = ("aten::equal", "aten::allclose", "aten::is_nonzero")
 
     def __init__(self) -> None:
-        self.count = 0
-        self._originals = {}
+        super().__init__()
+        self.reads: List[str] = []
+        self.sites: List[str] = []
+        self.kernel_calls: List[Tuple[str, Dict[str, Any]]] = []
+        self._originals: Dict[str, Any] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.reads)
+
+    @property
+    def device_reading_calls(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """The ``afnet_kernels`` calls that read from the device on CUDA."""
+        return [
+            (name, args) for name, args in self.kernel_calls
+            if args.get("validate") is True or (name.endswith("select_frames") and args.get("num_selected") is None)
+        ]
+
+    def assert_kernels_read_nothing(self) -> None:
+        """The block ran ``afnet_kernels`` index ops (so the check says something), and none of
+        them reads from the device: ``validate=False`` and ``select_frames`` given its count."""
+        ran = {name for name, _ in self.kernel_calls}
+        assert {"afnet_kernels::select_frames", "afnet_kernels::gather_frames"} <= ran, sorted(ran)
+        assert not self.device_reading_calls, self.device_reading_calls
+
+    def _record(self, what: str) -> None:
+        here = os.path.abspath(__file__)
+        torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+        caller = next(
+            (f for f in reversed(traceback.extract_stack()) if f.filename != here and not f.filename.startswith(torch_dir)),
+            None,
+        )
+        self.reads.append(what)
+        self.sites.append("?" if caller is None else f"{os.path.basename(caller.filename)}:{caller.name}")
+
+    @staticmethod
+    def _reads_values(func, args, kwargs) -> bool:
+        """Whether ATen op ``func`` reads its input's values to the host."""
+        name = func._schema.name
+        if torch.Tag.data_dependent_output in func.tags or name in HostReads.VALUE_RESULTS:
+            return True
+        if torch.Tag.dynamic_output_shape not in func.tags:
+            return False
+        if name == "aten::index":  # the output size depends on the values for bool masks only
+            return any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in args[1])
+        if name == "aten::repeat_interleave":
+            return kwargs.get("output_size") is None
+        return True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "afnet_kernels":
+            # The dispatcher drops trailing arguments left at their default: take them from the schema.
+            schema = func._schema.arguments
+            given = {**{a.name: v for a, v in zip(schema, args)}, **kwargs}
+            defaults = {a.name: a.default_value for a in schema if a.has_default_value()}
+            self.kernel_calls.append((func._schema.name, {**defaults, **given}))
+        elif self._reads_values(func, args, kwargs):
+            self._record(str(func))
+        return func(*args, **kwargs)
 
     def __enter__(self) -> "HostReads":
-        for name in self.NAMES:
+        for name in self.PYTHON_READS:
             original = getattr(torch.Tensor, name)
             self._originals[name] = original
 
-            def read(tensor, *args, _original=original, **kwargs):
-                self.count += 1
+            def read(tensor, *args, _original=original, _name=name, **kwargs):
+                self._record(f"Tensor.{_name}")
                 return _original(tensor, *args, **kwargs)
 
             setattr(torch.Tensor, name, read)
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         for name, original in self._originals.items():
             setattr(torch.Tensor, name, original)
+        super().__exit__(*exc)
 
 
 def run_model(model, video, execution, masks=None, backend="kernels", layout=torch.channels_last, *, cells=None):

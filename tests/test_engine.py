@@ -133,14 +133,45 @@ def test_executed_macs_come_from_what_ran() -> None:
 
 
 # -- host reads ------------------------------------------------------------------------------
+def test_host_read_counter_sees_reads_in_python_and_in_cpp() -> None:
+    """The counter behind the tests below: each of these reads the tensor's values once."""
+    x = torch.randn(6, generator=torch.Generator().manual_seed(2))
+    reads_once = {
+        "item": lambda: x.sum().item(),
+        "bool": lambda: bool(x.any()),
+        "int": lambda: int(x.argmax()),
+        "tolist": lambda: x.tolist(),  # no dispatcher on the CPU: seen by the patched method
+        "numpy": lambda: x.numpy(),
+        "nonzero": lambda: torch.nonzero(x > 0),  # data-dependent output size: a sync on CUDA
+        "bool mask": lambda: x[x > 0],
+        "C++": lambda: x.narrow(0, torch.tensor(1), 2),  # ATen's C++ narrow reads its tensor start
+    }
+    for name, read in reads_once.items():
+        with HostReads() as reads:
+            read()
+        assert reads.count == 1, (name, reads.reads)
+    with HostReads() as reads:
+        x[torch.tensor([0, 2])] + x.sum() * 2  # integer indexing and arithmetic read nothing
+    assert reads.count == 0, reads.reads
+    # A kernel reading its own input is invisible to the dispatcher: its arguments say it.
+    mask = torch.tensor([[True, False, True]])
+    with HostReads() as reads:
+        index = afnet_kernels.select_frames(mask, num_selected=2, validate=False)[0]
+        afnet_kernels.gather_frames(torch.randn(3, 2, 1, 1), index, 3, 0)  # validate=True by default
+        afnet_kernels.select_frames(mask, validate=False)  # K itself is read back on CUDA
+    assert [name for name, _ in reads.device_reading_calls] == ["afnet_kernels::gather_frames", "afnet_kernels::select_frames"]
+    assert reads.count == 0
+
+
 def test_one_host_read_per_af_stage_with_the_threshold_rule() -> None:
     model = build_model("af_resnet50", 3)
     video = torch.randn(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     run(model, video, "sparse", backend="kernels")  # builds the plan and F(0)
     with HostReads() as reads, torch.no_grad():
         model(video)
-    # 3 AF stages, one read of their frame counts each; 1 NaN check of the fp32 input (CPU only).
-    assert reads.count == 3 + 1
+    # 1 NaN check of the fp32 input (CPU only), then 3 AF stages, one read of their frame counts each.
+    assert reads.sites == ["executor.py:run_plan"] + ["selection.py:count_selected"] * 3, reads.sites
+    reads.assert_kernels_read_nothing()
 
 
 @pytest.mark.parametrize("arch", ["af_resnet50", "af_mobilenetv3"])
@@ -150,7 +181,8 @@ def test_fixed_policy_reads_nothing_back(arch: str) -> None:
     run(model, video, "sparse", backend="kernels")
     with HostReads() as reads, torch.no_grad():
         model(video.double().float())
-    assert reads.count == 1  # the NaN check of the input; no frame count is read
+    assert reads.sites == ["executor.py:run_plan"], reads.sites  # the NaN check of the input; no frame count
+    reads.assert_kernels_read_nothing()
 
 
 # -- the plan follows the weights ------------------------------------------------------------
@@ -367,11 +399,14 @@ def test_select_stage_reads_only_unknown_counts() -> None:
     masks = [torch.tensor([[1.0, 0, 1], [0, 0, 1]]), torch.tensor([[1.0, 1, 0], [0, 1, 1]])]
     with HostReads() as reads:
         selections = select_stage([GateDecision(masks[0], None), GateDecision(masks[1], 2)], reference)
-    assert reads.count == 1
+    assert reads.sites == ["selection.py:count_selected"], reads.sites
     assert [s.count for s in selections] == [3, 4]
     with HostReads() as reads:
         select_stage([GateDecision(masks[1], 2)], afnet_kernels)
     assert reads.count == 0
+    assert [(name, args["num_selected"], args["validate"]) for name, args in reads.kernel_calls] == [
+        ("afnet_kernels::select_frames", 4, False)
+    ]
 
 
 def test_folded_execution_computes_every_frame_with_the_plan() -> None:

@@ -209,7 +209,9 @@ def test_one_host_read_per_af_stage(small):
     run(small, small_video(), "sparse", mask_case("random"))
     with HostReads() as reads:
         run(small, small_video(), "sparse")
-    assert reads.count == 2 + 1  # one per AF stage, plus the NaN check of the fp32 CPU input
+    # The NaN check of the fp32 CPU input, then one read per AF stage.
+    assert reads.sites == ["executor.py:run_plan"] + ["selection.py:count_selected"] * 2, reads.sites
+    reads.assert_kernels_read_nothing()
 
 
 # -- API -------------------------------------------------------------------------------------
