@@ -17,6 +17,7 @@ import torch
 import afnet_kernels as ak
 from afnet_kernels import _build_id, _loader, ops
 from afnet_kernels import reference as ref
+from model_utils import HostReads
 
 # Every op the library declares; the registry below must hold at least these.
 EXPECTED_OPS = {
@@ -126,18 +127,36 @@ def test_backends_report():
 
 
 def test_fallback_to_reference_when_library_missing(monkeypatch, caplog):
+    """Which implementation ran, not what it returned (the kernels equal the reference either way)."""
+    x = torch.randn(8, 4, 3, 3)
+    index = torch.tensor([0, 2, -1, 5])
+    reference_calls = []
+    original = ref.gather_frames
+    monkeypatch.setattr(ref, "gather_frames", lambda *a, **k: reference_calls.append(a) or original(*a, **k))
+    # Built: the wrapper calls the compiled op and never the reference.
+    with HostReads() as ran:
+        compiled = ak.gather_frames(x, index, 4, 2)
+    assert [name for name, _ in ran.kernel_calls] == ["afnet_kernels::gather_frames"] and not reference_calls
+    # Without the library the same call runs the reference and no compiled op.
     missing = _loader._load("_no_such_library")
     assert not missing.built and "was not built" in missing.reason
     monkeypatch.setattr(ops, "CPU_LIB", missing)
-    x = torch.randn(8, 4, 3, 3)
-    index = torch.tensor([0, 2, -1, 5])
-    assert torch.equal(ak.gather_frames(x, index, 4, 2), ref.gather_frames(x, index, 4, 2))
-    # The in-place scatter falls back too, and still refuses what the compiled op refuses.
+    with HostReads() as ran:
+        fallback = ak.gather_frames(x, index, 4, 2)
+    assert ran.kernel_calls == [] and len(reference_calls) == 1
+    assert torch.equal(fallback, compiled)
+    # The in-place scatter falls back too (rows 0, 2 and 5 of base add src rows 0, 1 and 3; slot 2
+    # is padding; ReLU last), and still refuses what the compiled op refuses.
     base, src = x.clone(), torch.randn(4, 4, 3, 3)
-    assert ak.scatter_frames_(base, src, index, None, True) is base
-    assert torch.equal(base, ref.scatter_frames(x, src, index, None, True))
+    expected = x.clone()
+    expected[[0, 2, 5]] += src[[0, 1, 3]]
+    expected = expected.relu()
+    with HostReads() as ran:
+        assert ak.scatter_frames_(base, src, index, None, True) is base
+    assert ran.kernel_calls == [] and torch.equal(base, expected)
     with pytest.raises(RuntimeError, match="src requires grad, but scatter_frames_ is an in-place inference op"):
         ak.scatter_frames_(base, src.requires_grad_(), index)
+    # And loading without it says so.
     monkeypatch.setattr(_loader, "_load", lambda name: missing)
     with caplog.at_level("WARNING", logger="afnet_kernels"):
         cpu, _ = _loader.load()
