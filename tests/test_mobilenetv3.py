@@ -229,15 +229,56 @@ def test_backbone_outputs_and_bad_options(small):
         model(torch.randn(N, T + 1, 3, SIZE, SIZE))
 
 
+# The released forward order of the navigation modules: stage 2's two, then stage 3's three.
+RELEASED_GATES = ["base_model.list_gen2.0", "base_model.list_gen2.1",
+                  "base_model.list_gen3.0", "base_model.list_gen3.1", "base_model.list_gen3.2"]
+FOCAL_BLOCKS = ["base_model.features_stage2_refine.0", "base_model.features_stage2_refine.1",
+                "base_model.features_stage3_refine.0", "base_model.features_stage3_refine.1",
+                "base_model.features_stage3_refine.2"]
+
+
 def test_training_mode_is_differentiable_and_masks_are_forward_ordered():
     model = small_model()
     model.train()
-    video = small_video()
-    logits, masks = model(video, return_masks=True)
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    gates, focal = [], []  # (name, output) of each gate call, (name, mask argument) of each focal block call
+    hooks = [modules[n].register_forward_hook(lambda m, args, out: gates.append((names[id(m)], out))) for n in RELEASED_GATES]
+    hooks += [modules[n].register_forward_hook(lambda m, args, out: focal.append((names[id(m)], args[1]))) for n in FOCAL_BLOCKS]
+    try:
+        logits, masks = model(small_video(), return_masks=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The gates ran in the released order, mask i is the decision of gate i, and focal block i got it.
+    assert [name for name, _ in gates] == RELEASED_GATES == model.gate_names()
+    assert [name for name, _ in focal] == FOCAL_BLOCKS
+    for i, mask in enumerate(masks):
+        assert torch.equal(mask, gates[i][1]) and torch.equal(focal[i][1], gates[i][1]), i
     logits.square().mean().backward()
-    nav_grads = [m.conv_gs.weight.grad for m in model.modules() if isinstance(m, afnet.layers.Navigation)]
-    assert len(nav_grads) == 5 and all(g is not None for g in nav_grads)
-    assert [tuple(m.shape) for m in masks] == [(N, T)] * 5
+    nav_grads = [modules[n].conv_gs.weight.grad for n in RELEASED_GATES]
+    assert all(g is not None and g.abs().sum() > 0 for g in nav_grads)
+
+
+def test_forced_mask_i_acts_on_focal_block_i(small):
+    """Masks given to the model follow the same order: changing mask i leaves every focal block
+    before block i as it was and changes block i."""
+    modules = dict(small.named_modules())
+    outputs = {}
+    hooks = [modules[n].register_forward_hook(lambda m, args, out, n=n: outputs.__setitem__(n, out)) for n in FOCAL_BLOCKS]
+    video = small_video()
+    try:
+        run(small, video, "dense", mask_case("all"), layout=None)
+        reference = dict(outputs)
+        for i in range(len(FOCAL_BLOCKS)):
+            masks = mask_case("all")
+            masks[i] = torch.zeros(N, T, dtype=torch.bool)
+            run(small, video, "dense", masks, layout=None)
+            changed = [n for n in FOCAL_BLOCKS if not torch.equal(outputs[n], reference[n])]
+            assert changed[:1] == [FOCAL_BLOCKS[i]] and set(FOCAL_BLOCKS[:i]).isdisjoint(changed), (i, changed)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
