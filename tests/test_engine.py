@@ -262,19 +262,52 @@ def test_non_finite_input_propagates_as_in_dense(arch: str, value: float) -> Non
 
 
 def test_eval_with_autograd_gives_true_gradients() -> None:
-    model = build_model("af_resnet18", 3)
-    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    """Eval under autograd differentiates the function the model computes: its gradients equal
+    central differences of the no-grad sparse forward (float64), for the input and a parameter of
+    each kind; the gates decide by argmax, so their true gradient is zero and none is recorded."""
+    model = build_model("af_resnet18", 3).double()
+    video = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(7), dtype=torch.float64,
+                        requires_grad=True)
     with pytest.warns(UserWarning, match="dense, differentiable path"):
         logits = model(video)
     assert model.last_execution == "dense"
     logits.square().sum().backward()
-    assert video.grad is not None and video.grad.abs().sum() > 0
-    for name, p in model.named_parameters():
-        if ".list_gen." not in name:  # gates decide by argmax in eval: no gradient reaches them
-            assert p.grad is not None, name
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        assert (p.grad is None) == (".list_gen." in name), name
+
+    def loss() -> float:
+        with torch.no_grad():
+            out = model(video)
+        assert model.last_execution == "sparse"
+        return float(out.square().sum())
+
+    probes = {"input": video, **{name: params[name] for name in (
+        "base_model.conv1.weight",                      # stem
+        "base_model.layer2.base_module.0.conv1.weight",  # ample branch
+        "base_model.layer2.refine_module.0.conv2.weight",  # focal branch, selected frames
+        "base_model.layer2.refine_module.0.bn2.bias",      # focal BN: also F(0) of the unselected frames
+        "base_model.layer2.att_gen.fc.0.weight",           # dynamic fusion
+        "new_fc.weight",
+        "base_model.layer2.list_gen.0.conv_gs.weight",     # a gate
+    )}}
+    eps = 1e-6
+    for name, tensor in probes.items():
+        grad = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
+        i = int(grad.abs().argmax())  # the largest entry: the best-conditioned difference
+        flat = tensor.detach().view(-1)
+        original = float(flat[i])
+        with torch.no_grad():
+            flat[i] = original + eps
+            up = loss()
+            flat[i] = original - eps
+            down = loss()
+            flat[i] = original
+        difference = (up - down) / (2 * eps)
+        assert float(grad.view(-1)[i]) == pytest.approx(difference, rel=1e-5, abs=1e-6), name
+        assert (abs(difference) > 1e-3) == (".list_gen." not in name), (name, difference)  # the probe says something
     with torch.no_grad():
-        assert relative_error(model(video), logits) < 1e-5
-    assert model.last_execution == "sparse"
+        assert relative_error(model(video), logits) < 1e-10
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
