@@ -7,7 +7,8 @@ Two numbers (:class:`FlopCount`), both in GFLOPs per video:
   output elements; navigation adds its pooling ``c·h·w``; dynamic fusion adds ``c·h·w + c``
   (its two FCs count as linears); focal convs are scaled by the block's fraction of selected
   frames (with spatial navigation, by the share of output pixels in computed cells of selected
-  frames); BN, ReLU, shift and upsampling count zero. The released video models replaced
+  frames); BN, ReLU, shift and upsampling count zero, and so does ``F(0)``, a constant of the
+  weights that the dense spatial form recomputes per call. The released video models replaced
   ``fc`` by dropout, so their counter adds ``C·C`` per frame for the head (C = feature width)
   and never counts ``new_fc``; we reproduce that.
 - ``executed``: multiply–accumulates of the convolutions and linears the inference engine
@@ -35,6 +36,7 @@ from afnet.engine.budget import frames_per_module
 from afnet.layers import DynamicFusion, Navigation
 from afnet.layers.spatial import upsample_cells
 from afnet.models import TSN
+from afnet.models.residual import ResidualBlock
 
 __all__ = ["FlopCount", "count_flops"]
 
@@ -111,7 +113,29 @@ def count_flops(
             kept = kept * pixels.mean(dim=(1, 2, 3))
         fraction[names[module]] = float(kept.mean())
 
+    # A spatial focal block's dense form recomputes F(0) on one zero frame per call
+    # (ResidualBlock.zero_response): a constant of the weights, which the engine caches, not
+    # per-video work. Its convs are not counted (they ran on 1 row whatever N: the count per
+    # video would depend on the batch).
+    in_zero_response = [False]
+
+    def uncounted(zero_response):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            in_zero_response[0] = True
+            try:
+                return zero_response(x)
+            finally:
+                in_zero_response[0] = False
+
+        return run
+
+    for m in work.modules():
+        if isinstance(m, ResidualBlock):
+            m.zero_response = uncounted(m.zero_response)  # on the private copy only
+
     def on_conv(module: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
+        if in_zero_response[0]:
+            return
         macs = _module_macs(module, out) / n
         prefix = focal_prefix(module)
         paper[0] += macs * (fraction.get(prefix, 1.0) if prefix is not None else 1.0)
