@@ -24,23 +24,102 @@ def test_matches_released_counter(name: str) -> None:
     assert flops.executed < flops.paper
 
 
-def _count(model, T, masks):
-    return afnet.count_flops(model, torch.randn(2, T, 3, 64, 64), masks=masks)
+# -- AF-ResNet18, T = 2, 32x32 px, 4 classes, counted by hand -------------------------------------
+# The architecture (afnet/models/resnet.py): the stem takes 32 px to 16 (conv) and 8 (max pool);
+# each AF stage has one navigation module, one ample block (half width, stride 2) and one focal
+# block (full width, groups 2, the stage's input size), a 1x1 base_transform to full width, the
+# dynamic fusion (fc C -> C/16 -> C) and one fusion block with the stage's stride (2, 2, 1).
+# Stage inputs: layer1 64 ch @ 8x8, layer2 64 @ 4x4, layer3 128 @ 2x2, layer4 256 @ 2x2.
+HAND_T, HAND_CLASSES = 2, 4
 
 
-def test_focal_flops_scale_with_selected_frames() -> None:
-    T = 3  # the model the sparse tests build too (cached by build_model)
-    model = build_model("af_resnet50", T)
-    n = sum(len(s.list_gen) for s in model.base_model.stages())
-    none = _count(model, T, [torch.zeros(2, T, dtype=torch.bool)] * n)
-    full = _count(model, T, [torch.ones(2, T, dtype=torch.bool)] * n)
-    half_mask = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)  # 3 of the 6 frames
-    half = _count(model, T, [half_mask] * n)
-    for kind in ("paper", "executed"):
-        lo, mid, hi = getattr(none, kind), getattr(half, kind), getattr(full, kind)
-        assert lo < mid < hi
-        assert mid == pytest.approx((lo + hi) / 2, rel=1e-9)
-    assert model.training is False and model.execution == "sparse"
+def conv(c_in: int, c_out: int, k: int, pixels: int, groups: int = 1) -> int:
+    """MACs of a k x k conv over ``pixels`` output pixels of one frame."""
+    return c_in // groups * c_out * k * k * pixels
+
+
+def pool(c: int, pixels: int) -> int:
+    """The paper convention's 3x3 pool: 9 per output element."""
+    return 9 * c * pixels
+
+
+# Per frame, every conv and linear that runs on every frame (both conventions count these).
+CONVS = (
+    conv(3, 64, 7, 16 * 16)  # stem
+    # layer1: ample 64->32 (3x3 s2, 3x3, 1x1 shortcut after the pool) at 4x4, base_transform 32->64,
+    # fusion fc 64->4->64, fusion block 64->64 3x3 s2 + 3x3 at 4x4
+    + conv(64, 32, 3, 16) + conv(32, 32, 3, 16) + conv(64, 32, 1, 16) + conv(32, 64, 1, 16)
+    + 64 * 4 + 4 * 64 + 2 * conv(64, 64, 3, 16)
+    # layer2: ample 64->64 at 2x2 (pool-only shortcut), the focal block's 1x1 shortcut 64->128 at
+    # 4x4 (every frame), base_transform 64->128 at 2x2, fc 128->8->128, fusion block at 2x2
+    + 2 * conv(64, 64, 3, 4) + conv(64, 128, 1, 16) + conv(64, 128, 1, 4) + 2 * 128 * 8 + 2 * conv(128, 128, 3, 4)
+    # layer3: ample 128->128 at 1x1, focal shortcut 128->256 at 2x2, base_transform at 1x1,
+    # fc 256->16->256, fusion block (stride 1, identity shortcut) at 2x2
+    + 2 * conv(128, 128, 3, 1) + conv(128, 256, 1, 4) + conv(128, 256, 1, 1) + 2 * 256 * 16 + 2 * conv(256, 256, 3, 4)
+    # layer4: 256->512 3x3 s2 + 3x3 and the 1x1 shortcut at 1x1, then a 512->512 block
+    + conv(256, 512, 3, 1) + conv(512, 512, 3, 1) + conv(256, 512, 1, 1) + 2 * conv(512, 512, 3, 1)
+)
+# Per frame, counted by the paper convention only: the 3x3 pools (stem max pool to 8x8; shortcut
+# pools of layer1's ample and fusion blocks, layer2's, layer3's ample, layer4's), the fusions'
+# pooling c*h*w + c of the focal output, and the released head's C x C "fc".
+PAPER_ONLY = (
+    pool(64, 64) + 2 * pool(64, 16) + pool(64, 4) + pool(128, 4) + pool(128, 1) + pool(256, 1)
+    + (64 * 64 + 64) + (128 * 16 + 128) + (256 * 4 + 256)
+    + 512 * 512
+)
+NEW_FC = 512 * HAND_CLASSES  # the classifier, per frame: executed only
+# Per frame, each AF stage's focal block: two grouped 3x3 convs at the stage's input size.
+FOCAL = (
+    2 * conv(64, 64, 3, 64, groups=2),
+    conv(64, 128, 3, 16, groups=2) + conv(128, 128, 3, 16, groups=2),
+    conv(128, 256, 3, 4, groups=2) + conv(256, 256, 3, 4, groups=2),
+)
+# Navigation per frame: its pooling c*h*w (paper only) and conv_pool c -> 2 on the pooled frame;
+# per video: conv_gs, 2T -> 2T in T groups on a 1x1 map.
+NAV_POOL = 64 * 64 + 64 * 16 + 128 * 4
+NAV_CONV = 64 * 2 + 64 * 2 + 128 * 2
+NAV_GS = 3 * (2 * 2 * HAND_T)
+
+
+def hand_model(**options) -> torch.nn.Module:
+    model = afnet.create_model("af_resnet18", num_classes=HAND_CLASSES, num_segments=HAND_T, **options).eval()
+    for gate in model.navigation_modules:  # conv_gs weights 0: the keep bias (10 > 1) keeps every frame
+        with torch.no_grad():
+            gate.conv_gs.weight.zero_()
+    return model
+
+
+def test_flops_pinned_by_hand() -> None:
+    model = hand_model()
+    video = torch.randn(1, HAND_T, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    T = HAND_T
+    # The navigation decides (every frame): it is counted, and every focal conv runs.
+    flops = afnet.count_flops(model, video)
+    assert round(flops.paper * 1e9) == T * (CONVS + PAPER_ONLY + sum(FOCAL) + NAV_POOL + NAV_CONV) + NAV_GS == 51_101_848
+    assert round(flops.executed * 1e9) == T * (CONVS + NEW_FC + sum(FOCAL) + NAV_CONV) + NAV_GS
+    # Forced masks (the navigation does not run): no frame, then frame 0 of 2 in every AF stage.
+    for selected, mask in ((0, [[False, False]]), (1, [[True, False]])):
+        flops = afnet.count_flops(model, video, masks=[torch.tensor(mask)] * 3)
+        assert round(flops.paper * 1e9) == T * (CONVS + PAPER_ONLY) + selected * sum(FOCAL), selected
+        assert round(flops.executed * 1e9) == T * (CONVS + NEW_FC) + selected * sum(FOCAL), selected
+    assert (T * (CONVS + PAPER_ONLY), T * (CONVS + NEW_FC)) == (39_293_056, 38_626_304)
+
+
+def test_spatial_paper_flops_pinned_by_hand() -> None:
+    """The focal convs scale with the output pixels in computed cells of selected frames. Grids at
+    32 px: 4x4 cells of 2x2 px in layer1 (8x8), 4x4 of 1 px in layer2 (4x4), 2x2 of 1 px in layer3."""
+    model = hand_model(spatial=True)
+    video = torch.randn(1, HAND_T, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    every_frame = [torch.ones(1, HAND_T, dtype=torch.bool)] * 3
+    layer1 = torch.zeros(1, HAND_T, 4, 4, dtype=torch.bool)
+    layer1[0, 0, 0, 0] = True  # one cell (4 of 64 px) of frame 0, nothing of frame 1
+    layer2 = torch.zeros(1, HAND_T, 4, 4, dtype=torch.bool)
+    layer2[..., :2, :] = True  # the top half of both frames
+    layer3 = torch.ones(1, HAND_T, 2, 2, dtype=torch.bool)  # every cell
+    flops = afnet.count_flops(model, video, masks=every_frame, spatial_masks=[layer1, layer2, layer3])
+    # Frames x share: layer1 4/64 of one frame, layer2 1/2 of two, layer3 all of two.
+    expected = HAND_T * (CONVS + PAPER_ONLY) + FOCAL[0] * 4 // 64 + FOCAL[1] * 2 // 2 + FOCAL[2] * 2
+    assert round(flops.paper * 1e9) == expected == 44_748_928
 
 
 def test_executed_counts_convs_of_a_known_block() -> None:

@@ -207,22 +207,6 @@ def test_training_step_and_spatial_loss() -> None:
     assert spatial_ratio_penalty(frames, cells, 0.25).item() == pytest.approx(((0.25 - 0.25) ** 2 + 0.25**2) / 2)
 
 
-def test_paper_flops_scale_with_computed_pixels() -> None:
-    model = spatial_model(policy="uniform", rt=1.0)
-    video = clip(size=64)
-    grids = grids_of(model, 64)
-    counts = {}
-    for name, value in (("none", False), ("all", True)):
-        cells = [torch.full((2, T, *g), value) for g in grids]
-        counts[name] = afnet.count_flops(model, video, spatial_masks=cells)
-    half = [torch.zeros(2, T, *g, dtype=torch.bool) for g in grids]
-    for c in half:
-        c[..., : c.shape[-2] // 2, :] = True  # the top half of each (even) grid
-    counts["half"] = afnet.count_flops(model, video, spatial_masks=half)
-    lo, mid, hi = (counts[k].paper for k in ("none", "half", "all"))
-    assert mid == pytest.approx((lo + hi) / 2, rel=1e-9)
-
-
 def test_mobilenet_has_no_spatial_navigation() -> None:
     with pytest.raises(ValueError, match="squeeze-excitation"):
         afnet.create_model("af_mobilenetv3", num_classes=3, num_segments=T, spatial=True)
