@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import afnet
+from hand_flops import CLASSES, CONVS, FOCAL, NAV_CONV, NAV_POOL, NEW_FC, PAPER_ONLY, nav_gs
 from model_utils import build_model, fixture_state_dict, fixture_video, load_fixture
 
 pytestmark = pytest.mark.usefixtures("two_threads")
@@ -24,65 +25,12 @@ def test_matches_released_counter(name: str) -> None:
     assert flops.executed < flops.paper
 
 
-# -- AF-ResNet18, T = 2, 32x32 px, 4 classes, counted by hand -------------------------------------
-# The architecture (afnet/models/resnet.py): the stem takes 32 px to 16 (conv) and 8 (max pool);
-# each AF stage has one navigation module, one ample block (half width, stride 2) and one focal
-# block (full width, groups 2, the stage's input size), a 1x1 base_transform to full width, the
-# dynamic fusion (fc C -> C/16 -> C) and one fusion block with the stage's stride (2, 2, 1).
-# Stage inputs: layer1 64 ch @ 8x8, layer2 64 @ 4x4, layer3 128 @ 2x2, layer4 256 @ 2x2.
-HAND_T, HAND_CLASSES = 2, 4
-
-
-def conv(c_in: int, c_out: int, k: int, pixels: int, groups: int = 1) -> int:
-    """MACs of a k x k conv over ``pixels`` output pixels of one frame."""
-    return c_in // groups * c_out * k * k * pixels
-
-
-def pool(c: int, pixels: int) -> int:
-    """The paper convention's 3x3 pool: 9 per output element."""
-    return 9 * c * pixels
-
-
-# Per frame, every conv and linear that runs on every frame (both conventions count these).
-CONVS = (
-    conv(3, 64, 7, 16 * 16)  # stem
-    # layer1: ample 64->32 (3x3 s2, 3x3, 1x1 shortcut after the pool) at 4x4, base_transform 32->64,
-    # fusion fc 64->4->64, fusion block 64->64 3x3 s2 + 3x3 at 4x4
-    + conv(64, 32, 3, 16) + conv(32, 32, 3, 16) + conv(64, 32, 1, 16) + conv(32, 64, 1, 16)
-    + 64 * 4 + 4 * 64 + 2 * conv(64, 64, 3, 16)
-    # layer2: ample 64->64 at 2x2 (pool-only shortcut), the focal block's 1x1 shortcut 64->128 at
-    # 4x4 (every frame), base_transform 64->128 at 2x2, fc 128->8->128, fusion block at 2x2
-    + 2 * conv(64, 64, 3, 4) + conv(64, 128, 1, 16) + conv(64, 128, 1, 4) + 2 * 128 * 8 + 2 * conv(128, 128, 3, 4)
-    # layer3: ample 128->128 at 1x1, focal shortcut 128->256 at 2x2, base_transform at 1x1,
-    # fc 256->16->256, fusion block (stride 1, identity shortcut) at 2x2
-    + 2 * conv(128, 128, 3, 1) + conv(128, 256, 1, 4) + conv(128, 256, 1, 1) + 2 * 256 * 16 + 2 * conv(256, 256, 3, 4)
-    # layer4: 256->512 3x3 s2 + 3x3 and the 1x1 shortcut at 1x1, then a 512->512 block
-    + conv(256, 512, 3, 1) + conv(512, 512, 3, 1) + conv(256, 512, 1, 1) + 2 * conv(512, 512, 3, 1)
-)
-# Per frame, counted by the paper convention only: the 3x3 pools (stem max pool to 8x8; shortcut
-# pools of layer1's ample and fusion blocks, layer2's, layer3's ample, layer4's), the fusions'
-# pooling c*h*w + c of the focal output, and the released head's C x C "fc".
-PAPER_ONLY = (
-    pool(64, 64) + 2 * pool(64, 16) + pool(64, 4) + pool(128, 4) + pool(128, 1) + pool(256, 1)
-    + (64 * 64 + 64) + (128 * 16 + 128) + (256 * 4 + 256)
-    + 512 * 512
-)
-NEW_FC = 512 * HAND_CLASSES  # the classifier, per frame: executed only
-# Per frame, each AF stage's focal block: two grouped 3x3 convs at the stage's input size.
-FOCAL = (
-    2 * conv(64, 64, 3, 64, groups=2),
-    conv(64, 128, 3, 16, groups=2) + conv(128, 128, 3, 16, groups=2),
-    conv(128, 256, 3, 4, groups=2) + conv(256, 256, 3, 4, groups=2),
-)
-# Navigation per frame: its pooling c*h*w (paper only) and conv_pool c -> 2 on the pooled frame;
-# per video: conv_gs, 2T -> 2T in T groups on a 1x1 map.
-NAV_POOL = 64 * 64 + 64 * 16 + 128 * 4
-NAV_CONV = 64 * 2 + 64 * 2 + 128 * 2
-NAV_GS = 3 * (2 * 2 * HAND_T)
+# -- AF-ResNet18, T = 2, 32x32 px, 4 classes, counted by hand (tests/hand_flops.py) ------------
+HAND_T = 2
 
 
 def hand_model(**options) -> torch.nn.Module:
-    model = afnet.create_model("af_resnet18", num_classes=HAND_CLASSES, num_segments=HAND_T, **options).eval()
+    model = afnet.create_model("af_resnet18", num_classes=CLASSES, num_segments=HAND_T, **options).eval()
     for gate in model.navigation_modules:  # conv_gs weights 0: the keep bias (10 > 1) keeps every frame
         with torch.no_grad():
             gate.conv_gs.weight.zero_()
@@ -95,8 +43,8 @@ def test_flops_pinned_by_hand() -> None:
     T = HAND_T
     # The navigation decides (every frame): it is counted, and every focal conv runs.
     flops = afnet.count_flops(model, video)
-    assert round(flops.paper * 1e9) == T * (CONVS + PAPER_ONLY + sum(FOCAL) + NAV_POOL + NAV_CONV) + NAV_GS == 51_101_848
-    assert round(flops.executed * 1e9) == T * (CONVS + NEW_FC + sum(FOCAL) + NAV_CONV) + NAV_GS
+    assert round(flops.paper * 1e9) == T * (CONVS + PAPER_ONLY + sum(FOCAL) + NAV_POOL + NAV_CONV) + 3 * nav_gs(T) == 51_101_848
+    assert round(flops.executed * 1e9) == T * (CONVS + NEW_FC + sum(FOCAL) + NAV_CONV) + 3 * nav_gs(T)
     # Forced masks (the navigation does not run): no frame, then frame 0 of 2 in every AF stage.
     for selected, mask in ((0, [[False, False]]), (1, [[True, False]])):
         flops = afnet.count_flops(model, video, masks=[torch.tensor(mask)] * 3)
