@@ -7,6 +7,7 @@ import json
 import math
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from afnet.data.datasets import RecordSource
 from afnet.data.decode import DecodeError
 from afnet.data.sampling import tsn_test_indices
 from afnet.layers import Navigation
+from afnet.training import plots
 from afnet.training.cost import flop_table
 from afnet.training.evaluate import _summarise
 from afnet.training.metrics import average_precision, mean_average_precision, topk_hits
@@ -194,14 +196,34 @@ def test_predict_streams_batches_and_python_api(tmp_path, monkeypatch):
         afnet.predict(model, str(tmp_path / "bad.mp4"), size=SIZE, resize=SIZE)
 
 
-def test_plot_log_command(tmp_path, capsys):
+def test_plot_log_command(tmp_path, capsys, monkeypatch):
     lines = [{"epoch": e, "train_loss": 1.0 / e, "train_ce": 0.9 / e, "train_ratio_loss": 0.01, "train_top1": 0.3 * e,
               "val_top1": 0.25 * e, "val_top5": 1.0, "val_loss": 1.1 / e, "val_selected_ratio": [1.0, 0.8 - 0.1 * e],
               "rt_target": 1.0 - 0.2 * e, "lr": 0.01, "tau": 0.5 / e, "gflops": 1.0, "gflops_executed": 0.9}
              for e in (1, 2)]
     write_lines(tmp_path / "log.jsonl", [json.dumps(line) for line in lines])
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure, to read what it drew
     assert cli_main(["plot-log", str(tmp_path)]) == 0
-    assert matplotlib.image.imread(tmp_path / "training_curves.png").ndim == 3
+    (figure,) = figures
+    panels = {ax.get_title(): ax for ax in figure.axes}
+
+    def drawn(title):
+        return {line.get_label(): (list(line.get_xdata()), pytest.approx(list(line.get_ydata())))
+                for line in panels[title].get_lines()}
+
+    # The curves are the log's values, epoch by epoch, each in its panel under its name.
+    assert drawn("loss") == {"train loss": ([1, 2], [1.0, 0.5]), "train CE": ([1, 2], [0.9, 0.45]),
+                             "val CE": ([1, 2], [1.1, 0.55])}
+    assert drawn("accuracy") == {"train top-1": ([1, 2], [0.3, 0.6]), "val top-1": ([1, 2], [0.25, 0.5]),
+                                 "val top-5": ([1, 2], [1.0, 1.0])}  # no val_map in the log: no curve
+    assert drawn("selected ratio (val) per navigation module") == {
+        "module 0": ([1, 2], [1.0, 1.0]), "module 1": ([1, 2], [0.7, 0.6]), "target": ([1, 2], [0.8, 0.6])}
+    assert drawn("lr and Gumbel τ (end of epoch)") == {"lr": ([1, 2], [0.01, 0.01]), "τ": ([1, 2], [0.5, 0.25])}
+    assert drawn("GFLOPs / video (val masks)") == {"paper convention": ([1, 2], [1.0, 1.0]),
+                                                   "executed (sparse)": ([1, 2], [0.9, 0.9])}
+    plt.close(figure)
+    assert matplotlib.image.imread(tmp_path / "training_curves.png").shape == (7 * 72, 13 * 72, 4)  # 13 x 7 in at 72 dpi
     with pytest.raises(SystemExit):
         cli_main(["plot-log", str(tmp_path / "nope")])
     assert "RUN_DIR" in capsys.readouterr().err
