@@ -458,7 +458,6 @@ def test_folded_execution_computes_every_frame_with_the_plan() -> None:
     assert all(rows == 6 for (rows, *_), _ in folded_macs.by_shape.items())
 
 
-@pytest.mark.skipif(not hasattr(afnet_kernels.reference, "gather_tiles"), reason="needs the -1 padding semantics")
 def test_padded_counts_equal_exact_counts() -> None:
     T = 4
     model = build_model("af_resnet50", T, shift=True).double()

@@ -101,10 +101,9 @@ def test_cuda_graph_needs_cuda_and_static_counts() -> None:
 
 @needs_cuda
 @pytest.mark.parametrize("arch", ["af_resnet50", "af_mobilenetv3"])
-def test_cuda_graph_replays_eager_without_syncs(arch) -> None:
+def test_cuda_graph_replays_eager_without_syncs(arch, no_tf32) -> None:
     model = budgeted(arch).cuda()
     video = clip(device="cuda", size=64)
-    torch.backends.cudnn.allow_tf32 = False
     expected = eager(model, video)
     runner = afnet.cuda_graph(model, video)
     other = clip(seed=3, device="cuda", size=64)
@@ -127,10 +126,9 @@ def test_cuda_graph_replays_eager_without_syncs(arch) -> None:
 
 
 @needs_cuda
-def test_reduce_overhead_compile_equals_eager() -> None:
+def test_reduce_overhead_compile_equals_eager(no_tf32) -> None:
     model = budgeted("af_resnet50").cuda()
     video = clip(device="cuda", size=64)
-    torch.backends.cudnn.allow_tf32 = False
     expected = eager(model, video)
     torch._dynamo.reset()
     compiled = torch.compile(afnet.freeze(model), mode="reduce-overhead", fullgraph=True)

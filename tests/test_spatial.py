@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import afnet
-import afnet_kernels
 from afnet.engine import count_macs
 from afnet.layers.spatial import SpatialNavigation, block_grid, upsample_cells
 from afnet_kernels.reference import cell_of_position
@@ -119,12 +118,6 @@ def test_dense_formula_of_one_block() -> None:
 
 
 # -- sparse tiles equal dense ---------------------------------------------------------------
-needs_tiles = pytest.mark.skipif(
-    not hasattr(afnet_kernels.reference, "gather_tiles"), reason="the tile ops are not in this build"
-)
-
-
-@needs_tiles
 @pytest.mark.parametrize("arch,shift", [("af_resnet50", False), ("af_resnet50", True), ("af_resnet18", True)])
 @pytest.mark.parametrize("size", [64, 96, 80])
 def test_sparse_tiles_equal_dense(arch, shift, size) -> None:
@@ -139,7 +132,6 @@ def test_sparse_tiles_equal_dense(arch, shift, size) -> None:
         assert relative_error(sparse, dense) < 1e-10, (backend, layout)
 
 
-@needs_tiles
 def test_tiles_run_on_the_computed_cells_only() -> None:
     model = spatial_model(policy="uniform", rt=1.0, spatial_policy="center", rs=0.25)
     video = clip(n=1, size=64)
