@@ -242,6 +242,20 @@ def test_builtin_task_is_deterministic_and_needs_the_right_frames():
         assert (cols[-1] > cols[0]) == rightward
 
 
+def test_builtin_samples_say_which_sampled_frames_show_the_square():
+    # Random segment offsets (train sampling) without a crop: the square stays whole in its frames.
+    ds = ClipDataset(MotionSource(MotionTask(seed=3), 2, 8), num_segments=8, transform=EvalTransform(64, 64), train=True)
+    items = [ds[(i, 10 + i)] for i in range(8)]
+    for item in items:
+        clip = item.video.float()  # [T, 3, 64, 64]
+        colour = 0 if CLASSES[int(item.target)].startswith("red") else 2
+        others = [c for c in range(3) if c != colour]
+        shown = ((clip[:, colour] - clip[:, others].mean(dim=1)) > 120).sum(dim=(1, 2)) > 100  # as above
+        assert item.salient.dtype == torch.bool and torch.equal(item.salient, shown), item.index
+    assert all(0 < int(item.salient.sum()) < 8 for item in items)  # a mix: the check says something
+    assert torch.equal(collate(items).salient, torch.stack([item.salient for item in items]))
+
+
 def test_demo_files_are_the_in_memory_clips(tmp_path):
     files = write_demo_data(tmp_path, videos=5, seed=1)
     assert demo_split(5) == (4, 1)
@@ -273,6 +287,7 @@ def test_dataset_reports_bad_files_as_failures(tmp_path):
     batch = collate(items)
     assert isinstance(batch, Batch) and batch.video.shape == (2, 4, 3, 32, 32)
     assert batch.index.tolist() == [0, 2] and batch.target.tolist() == [1, 2] and len(batch.failures) == 2
+    assert batch.salient is None  # which frames of a file matter is not known
     multi = RecordSource([VideoRecord(str(good), (0, 2))], 3, multi_label=True)
     assert multi.target(0).tolist() == [1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="labels must be < num_classes=3"):

@@ -13,14 +13,18 @@ import torch
 
 import afnet
 from afnet.cli import main as cli_main
-from afnet.data.datasets import RecordSource
+from afnet.data.datasets import ClipDataset, MotionSource, RecordSource
 from afnet.data.decode import DecodeError
+from afnet.data.loader import ShardSampler, make_loader
 from afnet.data.sampling import tsn_test_indices
+from afnet.data.synthetic import MotionTask
+from afnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from afnet.layers import Navigation
 from afnet.training import plots
-from afnet.training.cost import flop_table
-from afnet.training.evaluate import _summarise
-from afnet.training.metrics import average_precision, mean_average_precision, topk_hits
+from afnet.training.cost import FlopTable, flop_table
+from afnet.training.distributed import DistInfo
+from afnet.training.evaluate import _summarise, evaluate
+from afnet.training.metrics import average_precision, mean_average_precision, selection_precision_recall, topk_hits
 from afnet.tools.predict import predict_many
 from data_utils import frame_number, write_frame_folder, write_lines, write_numbered_video
 from hand_flops import CLASSES, CONVS, FOCAL, NEW_FC, PAPER_ONLY
@@ -51,6 +55,23 @@ def test_average_precision_by_hand():
     assert average_precision(SCORES[:, 1], LABELS == 1) == pytest.approx(0.5 * 1 + 0.5 * 0.5)
     assert math.isnan(average_precision(SCORES[:, 2], LABELS == 2))
     assert mean_average_precision(SCORES, LABELS) == pytest.approx(((1 + 2 / 3) / 2 + 0.75) / 2)
+
+
+def test_selection_precision_recall_by_hand():
+    # 2 clips of 4 frames; the frames that matter: clip 0's frames 1 and 2, clip 1's frame 3.
+    salient = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    selected = torch.tensor([  # [clip, module, frame]
+        [[0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]],
+        [[1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]],
+    ], dtype=torch.bool)
+    precision, recall, base_rate = selection_precision_recall(selected, salient)
+    # Module 0 selected 3 frames (0:1, 1:0, 1:3), 2 of which matter, and found 2 of the 3 that matter;
+    # module 1 selected 5, the 3 that matter among them; module 2 selected none.
+    assert precision[:2] == pytest.approx([2 / 3, 3 / 5]) and math.isnan(precision[2])
+    assert recall == pytest.approx([2 / 3, 1.0, 0.0])
+    assert base_rate == 3 / 8  # 3 of the 8 frames matter: the precision of a blind choice
+    with pytest.raises(ValueError, match="salient"):
+        selection_precision_recall(selected, salient[:, :3])
 
 
 def test_summary_refuses_overlapping_shards():
@@ -109,10 +130,41 @@ def test_eval_numbers_match_the_hand_computed_case(tmp_path, listed_videos):
     assert report["gflops"] * 1e9 == pytest.approx(T * (CONVS + PAPER_ONLY) + 2 * sum(FOCAL), rel=1e-12)
     assert report["gflops_executed"] * 1e9 == pytest.approx(T * (CONVS + NEW_FC) + 2 * sum(FOCAL), rel=1e-12)
     assert report["clips_per_s"] > 0
+    # Nothing says which frames of listed files matter: no navigation precision.
+    assert report["nav_precision"] is None and report["nav_recall"] is None and report["nav_base_rate"] is None
     dense = reports["dense"]
     for key in ("top1", "top5", "map", "selected_ratio", "gflops", "gflops_executed", "num_clips", "failed"):
         assert dense[key] == report[key], key
     assert dense["loss"] == pytest.approx(report["loss"], rel=1e-5)
+
+
+class PixelGates(torch.nn.Module):
+    """A stand-in model whose three "navigation modules" decide from the pixels: module 0 keeps
+    the frames that show the square (a colour channel 120 above the others on over 100 pixels, as
+    in test_data), module 1 the others, module 2 frames 0 and 1."""
+
+    def forward(self, video: torch.Tensor, return_masks: bool = True):
+        std, mean = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_STD, IMAGENET_MEAN))
+        rgb = (video * std + mean) * 255  # [N, T, 3, H, W], as loaded
+        excess = torch.stack([rgb[:, :, c] - rgb[:, :, [o for o in range(3) if o != c]].mean(dim=2) for c in (0, 2)])
+        shows = ((excess > 120).sum(dim=(3, 4)) > 100).any(dim=0)  # [N, T]
+        first_two = (torch.arange(video.shape[1]) < 2).expand_as(shows)
+        return torch.zeros(video.shape[0], 4), [shows, ~shows, first_two]
+
+
+def test_evaluate_scores_each_modules_frames_against_the_task():
+    task = MotionTask(seed=0)
+    clips = ClipDataset(MotionSource(task, 0, 6), num_segments=T, transform=EvalTransform(64, 64), train=False)
+    loader = make_loader(clips, ShardSampler(6, 0, 1), batch_size=4)  # two batches: 4 clips, then 2
+    table = FlopTable(("a", "b", "c"), 1.0, 1.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    result, _ = evaluate(PixelGates(), loader, DistInfo(), table=table)
+    shown = torch.tensor([task.shows_square(i, tsn_test_indices(task.num_frames, T)) for i in range(6)])  # [6, T]
+    # The pixel test finds exactly the frames the task says show the square, clip by clip.
+    assert result.nav_precision[:2] == [1.0, 0.0] and result.nav_recall[:2] == [1.0, 0.0]
+    assert result.nav_precision[2] == float(shown[:, :2].sum()) / 12  # 2 frames of 6 clips
+    assert result.nav_recall[2] == float(shown[:, :2].sum()) / float(shown.sum())
+    assert result.nav_base_rate == float(shown.sum()) / shown.numel()
+    assert 0 < result.nav_base_rate < 1 and result.nav_precision[2] not in (0.0, 1.0)
 
 
 def test_eval_of_a_multi_label_list(tmp_path, listed_videos):

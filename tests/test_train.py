@@ -12,7 +12,11 @@ import torch
 import afnet
 from afnet.cli import main as cli_main
 from afnet.data.demo_files import write_demo_data
+from afnet.data.datasets import ClipDataset, MotionSource
 from afnet.data.lists import DataError
+from afnet.data.sampling import tsn_test_indices
+from afnet.data.synthetic import MotionTask
+from afnet.data.transforms import EvalTransform, normalize
 from afnet.layers import Navigation
 from afnet.training.config import BUILTIN_TASK, ConfigError, TrainConfig, resolve_config
 from afnet.training.optim import learning_rate, param_groups
@@ -176,6 +180,29 @@ def test_train_writes_the_run_folder_and_resume_is_exact(tmp_path, capsys):
     for a_line, b_line in zip(resumed, _strip_times(log)):
         assert {k: (a_line[k], b_line.get(k)) for k in a_line if a_line[k] != b_line.get(k)} == {}
     assert "epoch 2/2" in capsys.readouterr().out
+
+
+def test_builtin_run_reports_its_navigation_against_the_frames_that_show_the_square(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "eval"
+    train(tiny_config(run, epochs=1))
+    (line,) = read_log(run / "log.jsonl")
+    # Recomputed here: the validation clips are clips 10 and 11 of the task, 4 frames at the segment
+    # centres; the masks are the trained model's, module by module.
+    task = MotionTask(seed=0)
+    shown = torch.tensor([task.shows_square(i, tsn_test_indices(task.num_frames, 4)) for i in (10, 11)])
+    clips = ClipDataset(MotionSource(task, 10, 2), num_segments=4, transform=EvalTransform(32, 32), train=False)
+    model = afnet.build_from_checkpoint(run / "last.pth")[0].eval()
+    with torch.inference_mode():
+        masks = model(normalize(torch.stack([clips[i].video for i in range(2)])), return_masks=True)[1]
+    hits = [float((m & shown).sum()) for m in masks]
+    assert line["val_nav_precision"] == [h / float(m.sum()) if m.any() else None for h, m in zip(hits, masks)]
+    assert line["val_nav_recall"] == [h / float(shown.sum()) for h in hits]
+    assert line["val_nav_base_rate"] == float(shown.sum()) / shown.numel()
+    assert cli_main(["eval", "--checkpoint", str(run / "last.pth"), "--workers", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    # eval.json: the same weights, clips and truth as the epoch's validation, so the same figures.
+    for key in ("nav_precision", "nav_recall", "nav_base_rate"):
+        assert report[key] == line[f"val_{key}"], key
 
 
 def test_bad_videos_are_skipped_with_one_warning_and_counted(tmp_path, capsys):

@@ -75,6 +75,10 @@ class RecordSource:
             indices = choose(reader.num_frames)
             return reader.read(indices), indices
 
+    def salient(self, index: int, frames: Sequence[int]) -> None:
+        """Which frames matter is not known for listed files (see :meth:`MotionSource.salient`)."""
+        return None
+
 
 class MotionSource:
     """Frames of the built-in task (:class:`afnet.data.synthetic.MotionTask`), clips
@@ -103,18 +107,24 @@ class MotionSource:
         clip = self.task.clip(self.first + index)
         return clip[indices].permute(0, 3, 1, 2).contiguous(), indices
 
+    def salient(self, index: int, frames: Sequence[int]) -> torch.Tensor:
+        """bool ``[T]``: which of ``frames`` (clip ``index``'s sampled frame indices) show the square."""
+        return torch.tensor(self.task.shows_square(self.first + index, frames), dtype=torch.bool)
+
 
 Source = Union[RecordSource, MotionSource]
 
 
 @dataclass
 class Sample:
-    """A loaded clip: uint8 ``[T, 3, S, S]``, its target, its dataset index and frame indices."""
+    """A loaded clip: uint8 ``[T, 3, S, S]``, its target, its dataset index and frame indices, and
+    where the source knows it (the built-in task), which of its frames matter: bool ``salient [T]``."""
 
     video: torch.Tensor
     target: torch.Tensor
     index: int
     frames: List[int]
+    salient: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -167,20 +177,21 @@ class ClipDataset(torch.utils.data.Dataset):
             video = self.transform(frames, generator)
         except DecodeError as exc:
             return Failure(index, exc.path, exc.reason)
-        return Sample(video, self.source.target(index), index, indices)
+        return Sample(video, self.source.target(index), index, indices, self.source.salient(index, indices))
 
 
 @dataclass
 class Batch:
     """Collated items: uint8 ``video [N, T, 3, S, S]``, ``target`` (int ``[N]`` or multi-hot
-    ``[N, C]``), dataset ``index [N]``, the videos' sampled ``frames [N, T]``, and the items
-    that failed to load."""
+    ``[N, C]``), dataset ``index [N]``, the videos' sampled ``frames [N, T]``, the items that
+    failed to load, and bool ``salient [N, T]`` when the source knows which frames matter."""
 
     video: Optional[torch.Tensor]
     target: Optional[torch.Tensor]
     index: torch.Tensor
     frames: Optional[torch.Tensor]
     failures: List[Failure] = field(default_factory=list)
+    salient: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.index.numel())
@@ -209,5 +220,6 @@ def collate(items: Sequence[Union[Sample, Failure]]) -> Batch:
         index,
         torch.tensor([s.frames for s in samples], dtype=torch.int64),
         failures,
+        torch.stack([s.salient for s in samples]) if all(s.salient is not None for s in samples) else None,
     )
 

@@ -13,7 +13,7 @@ same clips can be written as real ``.mp4`` files (:func:`afnet.data.demo_files.w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -95,6 +95,12 @@ class MotionTask:
         """Frame indices of clip ``index`` that show the square."""
         start = self._layout(index)[0]
         return range(start, start + self.visible)
+
+    def shows_square(self, index: int, frames: Sequence[int]) -> List[bool]:
+        """For each of ``frames`` (frame indices of clip ``index``, e.g. those a sampler chose),
+        whether it shows the square: the frames a navigation module should keep."""
+        visible = self.visible_frames(index)
+        return [f in visible for f in frames]
 
     def clip(self, index: int) -> torch.Tensor:
         """Clip ``index`` as uint8 ``[num_frames, size, size, 3]`` (frames, height, width, RGB)."""

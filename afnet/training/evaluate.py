@@ -8,7 +8,11 @@ exactly once), gathers every sample's scores and masks on rank 0 and reports:
 - ``gflops`` (the paper's convention) and ``gflops_executed`` (MACs the sparse path runs) per
   video at those ratios (:mod:`afnet.training.cost`);
 - ``clips_per_s`` of the model's forward passes, and end to end with loading;
-- ``failed``: the files that could not be read (reported, not counted).
+- ``failed``: the files that could not be read (reported, not counted);
+- where the data knows which frames matter (the built-in task: the frames that show the square),
+  ``nav_precision`` and ``nav_recall`` of each navigation module's selected frames and
+  ``nav_base_rate``, the share of frames that matter (:func:`afnet.training.metrics.selection_precision_recall`);
+  None otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from afnet.data.transforms import normalize
 from afnet.tools.progress import progress_bar, track
 from afnet.training.cost import FlopTable, flop_table
 from afnet.training.distributed import DistInfo, gather_to_main
-from afnet.training.metrics import mean_average_precision, topk_hits
+from afnet.training.metrics import mean_average_precision, selection_precision_recall, topk_hits
 
 
 class NothingEvaluated(RuntimeError):
@@ -51,6 +55,9 @@ class EvalResult:
     clips_per_s_end_to_end: float
     num_clips: int
     failed: List[Dict[str, str]] = field(default_factory=list)
+    nav_precision: Optional[List[float]] = None
+    nav_recall: Optional[List[float]] = None
+    nav_base_rate: Optional[float] = None
 
     @property
     def selected_ratio_mean(self) -> float:
@@ -94,7 +101,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = info.device
-    shard: Dict[str, List[Any]] = {"index": [], "scores": [], "target": [], "ratios": [], "failed": []}
+    shard: Dict[str, List[Any]] = {"index": [], "scores": [], "target": [], "ratios": [], "failed": [],
+                                   "selected": [], "salient": []}
     forward_s, clips, clip_shape = 0.0, 0, None
     start = time.perf_counter()
     bar = progress_bar(len(loader.sampler), "eval", progress if info.is_main else False)
@@ -115,6 +123,9 @@ def evaluate(
         shard["scores"].append(logits.float().cpu())
         shard["target"].append(batch.target)
         shard["ratios"].append(torch.stack([m.float().mean(dim=1) for m in masks], dim=1).cpu())
+        if batch.salient is not None:
+            shard["selected"].append(torch.stack([m.bool() for m in masks], dim=1).cpu())  # [N, M, T]
+            shard["salient"].append(batch.salient)
     shard["time"] = (forward_s, clips, time.perf_counter() - start)
     shards = gather_to_main(info, shard)
     model.train(was_training)
@@ -139,6 +150,11 @@ def _summarise(shards: List[Dict[str, Any]], table: Optional[FlopTable], names) 
     hits = topk_hits(scores, target, (1, 5))
     selected = ratios.double().mean(dim=0).tolist()
     gflops = table.at(selected) if table is not None else (None, None)
+    precision = recall = base_rate = None
+    if all(len(s["salient"]) == len(s["index"]) for s in parts):  # every batch knew its frames
+        precision, recall, base_rate = selection_precision_recall(
+            torch.cat([x for s in parts for x in s["selected"]]), torch.cat([x for s in parts for x in s["salient"]])
+        )
     slowest = max(s["time"][0] for s in shards)
     wall = max(s["time"][2] for s in shards)
     return EvalResult(
@@ -154,4 +170,7 @@ def _summarise(shards: List[Dict[str, Any]], table: Optional[FlopTable], names) 
         clips_per_s_end_to_end=index.numel() / wall if wall > 0 else float("nan"),
         num_clips=int(index.numel()),
         failed=failed,
+        nav_precision=precision,
+        nav_recall=recall,
+        nav_base_rate=base_rate,
     )

@@ -1,8 +1,9 @@
-"""Accuracy metrics: top-k hits (single- and multi-label) and mean average precision."""
+"""Accuracy metrics: top-k hits (single- and multi-label), mean average precision, and how well the
+navigation selects the frames that matter."""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -60,3 +61,28 @@ def mean_average_precision(scores: torch.Tensor, target: torch.Tensor) -> float:
     hot = torch.nn.functional.one_hot(target, c).bool() if target.dim() == 1 else target > 0
     aps = [average_precision(scores[:, j], hot[:, j]) for j in range(c) if hot[:, j].any()]
     return float(sum(aps) / len(aps)) if aps else float("nan")
+
+
+def selection_precision_recall(selected: torch.Tensor, salient: torch.Tensor) -> Tuple[List[float], List[float], float]:
+    """How well each navigation module's selected frames match the frames that matter, pooled
+    over all clips.
+
+    Args:
+        selected: bool ``[N, M, T]``: module ``m`` selected frame ``t`` of clip ``n``.
+        salient: bool ``[N, T]``: frame ``t`` of clip ``n`` matters (shows what the label depends on).
+
+    Returns:
+        ``(precision [M], recall [M], base_rate)``. Precision: the share of a module's selected
+        frames that matter (NaN when it selected none); recall: the share of the frames that
+        matter that it selected (NaN when none matters); base rate: the share of all frames that
+        matter, which is the expected precision of a selection that ignores the content.
+    """
+    if selected.dim() != 3 or salient.shape != (selected.shape[0], selected.shape[2]):
+        raise ValueError(f"need selected [N, M, T] and salient [N, T], got {tuple(selected.shape)} and {tuple(salient.shape)}")
+    selected, salient = selected.bool(), salient.bool()
+    hits = (selected & salient[:, None, :]).sum(dim=(0, 2)).double()  # [M]
+    kept = selected.sum(dim=(0, 2)).double()
+    relevant = salient.sum().double()
+    precision = (hits / kept).tolist()  # 0/0 is NaN: a module that selected nothing
+    recall = (hits / relevant).tolist()
+    return precision, recall, float(relevant / salient.numel())
