@@ -64,12 +64,16 @@ def test_selection_precision_recall_by_hand():
         [[0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]],
         [[1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]],
     ], dtype=torch.bool)
-    precision, recall, base_rate = selection_precision_recall(selected, salient)
+    scores = selection_precision_recall(selected, salient)
     # Module 0 selected 3 frames (0:1, 1:0, 1:3), 2 of which matter, and found 2 of the 3 that matter;
     # module 1 selected 5, the 3 that matter among them; module 2 selected none.
-    assert precision[:2] == pytest.approx([2 / 3, 3 / 5]) and math.isnan(precision[2])
-    assert recall == pytest.approx([2 / 3, 1.0, 0.0])
-    assert base_rate == 3 / 8  # 3 of the 8 frames matter: the precision of a blind choice
+    assert scores.precision[:2] == pytest.approx([2 / 3, 3 / 5]) and math.isnan(scores.precision[2])
+    assert scores.recall == pytest.approx([2 / 3, 1.0, 0.0])
+    assert scores.base_rate == 3 / 8  # 3 of the 8 frames matter: the precision of a blind choice
+    # Blind to the content, at each position's keep rate: the positions matter at rates (0, 1/2, 1/2,
+    # 1/2); module 0 keeps them at (1/2, 1/2, 0, 1/2), module 1 at (1/2, 1/2, 1/2, 1).
+    assert scores.blind_precision[:2] == pytest.approx([(1 / 4 + 1 / 4) / (3 / 2), (1 / 4 + 1 / 4 + 1 / 2) / (5 / 2)])
+    assert math.isnan(scores.blind_precision[2])
     with pytest.raises(ValueError, match="salient"):
         selection_precision_recall(selected, salient[:, :3])
 
@@ -131,7 +135,7 @@ def test_eval_numbers_match_the_hand_computed_case(tmp_path, listed_videos):
     assert report["gflops_executed"] * 1e9 == pytest.approx(T * (CONVS + NEW_FC) + 2 * sum(FOCAL), rel=1e-12)
     assert report["clips_per_s"] > 0
     # Nothing says which frames of listed files matter: no navigation precision.
-    assert report["nav_precision"] is None and report["nav_recall"] is None and report["nav_base_rate"] is None
+    assert all(report[k] is None for k in ("nav_precision", "nav_recall", "nav_base_rate", "nav_blind_precision"))
     dense = reports["dense"]
     for key in ("top1", "top5", "map", "selected_ratio", "gflops", "gflops_executed", "num_clips", "failed"):
         assert dense[key] == report[key], key
@@ -165,6 +169,9 @@ def test_evaluate_scores_each_modules_frames_against_the_task():
     assert result.nav_recall[2] == float(shown[:, :2].sum()) / float(shown.sum())
     assert result.nav_base_rate == float(shown.sum()) / shown.numel()
     assert 0 < result.nav_base_rate < 1 and result.nav_precision[2] not in (0.0, 1.0)
+    # Module 2 decides by position alone: a content-blind choice at its position rates does as well.
+    assert result.nav_blind_precision[2] == pytest.approx(result.nav_precision[2])
+    assert result.nav_blind_precision[0] < 1.0
 
 
 def test_eval_of_a_multi_label_list(tmp_path, listed_videos):

@@ -198,10 +198,13 @@ def test_builtin_run_reports_its_navigation_against_the_frames_that_show_the_squ
     assert line["val_nav_precision"] == [h / float(m.sum()) if m.any() else None for h, m in zip(hits, masks)]
     assert line["val_nav_recall"] == [h / float(shown.sum()) for h in hits]
     assert line["val_nav_base_rate"] == float(shown.sum()) / shown.numel()
+    kept_at = [m.double().mean(dim=0) for m in masks]  # per position
+    blind = [float((k * shown.double().mean(dim=0)).sum() / k.sum()) if k.any() else None for k in kept_at]
+    assert [None if b is None else pytest.approx(b) for b in blind] == line["val_nav_blind_precision"]
     assert cli_main(["eval", "--checkpoint", str(run / "last.pth"), "--workers", "0", "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())
     # eval.json: the same weights, clips and truth as the epoch's validation, so the same figures.
-    for key in ("nav_precision", "nav_recall", "nav_base_rate"):
+    for key in ("nav_precision", "nav_recall", "nav_base_rate", "nav_blind_precision"):
         assert report[key] == line[f"val_{key}"], key
 
 

@@ -10,9 +10,10 @@ exactly once), gathers every sample's scores and masks on rank 0 and reports:
 - ``clips_per_s`` of the model's forward passes, and end to end with loading;
 - ``failed``: the files that could not be read (reported, not counted);
 - where the data knows which frames matter (the built-in task: the frames that show the square),
-  ``nav_precision`` and ``nav_recall`` of each navigation module's selected frames and
-  ``nav_base_rate``, the share of frames that matter (:func:`afnet.training.metrics.selection_precision_recall`);
-  None otherwise.
+  ``nav_precision`` and ``nav_recall`` of each navigation module's selected frames,
+  ``nav_base_rate``, the share of frames that matter, and ``nav_blind_precision``, the precision of
+  a content-blind selection with the module's rate per frame position
+  (:class:`afnet.training.metrics.SelectionScores`); None otherwise.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class EvalResult:
     nav_precision: Optional[List[float]] = None
     nav_recall: Optional[List[float]] = None
     nav_base_rate: Optional[float] = None
+    nav_blind_precision: Optional[List[float]] = None
 
     @property
     def selected_ratio_mean(self) -> float:
@@ -150,9 +152,9 @@ def _summarise(shards: List[Dict[str, Any]], table: Optional[FlopTable], names) 
     hits = topk_hits(scores, target, (1, 5))
     selected = ratios.double().mean(dim=0).tolist()
     gflops = table.at(selected) if table is not None else (None, None)
-    precision = recall = base_rate = None
+    nav = None
     if all(len(s["salient"]) == len(s["index"]) for s in parts):  # every batch knew its frames
-        precision, recall, base_rate = selection_precision_recall(
+        nav = selection_precision_recall(
             torch.cat([x for s in parts for x in s["selected"]]), torch.cat([x for s in parts for x in s["salient"]])
         )
     slowest = max(s["time"][0] for s in shards)
@@ -170,7 +172,8 @@ def _summarise(shards: List[Dict[str, Any]], table: Optional[FlopTable], names) 
         clips_per_s_end_to_end=index.numel() / wall if wall > 0 else float("nan"),
         num_clips=int(index.numel()),
         failed=failed,
-        nav_precision=precision,
-        nav_recall=recall,
-        nav_base_rate=base_rate,
+        nav_precision=None if nav is None else nav.precision,
+        nav_recall=None if nav is None else nav.recall,
+        nav_base_rate=None if nav is None else nav.base_rate,
+        nav_blind_precision=None if nav is None else nav.blind_precision,
     )

@@ -3,7 +3,8 @@ navigation selects the frames that matter."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -63,26 +64,43 @@ def mean_average_precision(scores: torch.Tensor, target: torch.Tensor) -> float:
     return float(sum(aps) / len(aps)) if aps else float("nan")
 
 
-def selection_precision_recall(selected: torch.Tensor, salient: torch.Tensor) -> Tuple[List[float], List[float], float]:
-    """How well each navigation module's selected frames match the frames that matter, pooled
-    over all clips.
+@dataclass(frozen=True)
+class SelectionScores:
+    """How well each navigation module's selected frames match the frames that matter (pooled over
+    all clips; :func:`selection_precision_recall`).
 
-    Args:
-        selected: bool ``[N, M, T]``: module ``m`` selected frame ``t`` of clip ``n``.
-        salient: bool ``[N, T]``: frame ``t`` of clip ``n`` matters (shows what the label depends on).
-
-    Returns:
-        ``(precision [M], recall [M], base_rate)``. Precision: the share of a module's selected
-        frames that matter (NaN when it selected none); recall: the share of the frames that
-        matter that it selected (NaN when none matters); base rate: the share of all frames that
-        matter, which is the expected precision of a selection that ignores the content.
+    Attributes:
+        precision: ``[M]``, the share of a module's selected frames that matter (NaN: it selected none).
+        recall: ``[M]``, the share of the frames that matter that it selected (NaN: none matters).
+        base_rate: the share of all frames that matter: the precision of a selection that ignores
+            both the content and the frame position.
+        blind_precision: ``[M]``, the precision of a selection that keeps each frame position as
+            often as the module did but ignores the content. Where the frames that matter cluster at
+            some positions (the built-in task's middle frames), a gate can beat the base rate by
+            position alone; only a precision above this one shows that it looks at the frames.
     """
+
+    precision: List[float]
+    recall: List[float]
+    base_rate: float
+    blind_precision: List[float]
+
+
+def selection_precision_recall(selected: torch.Tensor, salient: torch.Tensor) -> SelectionScores:
+    """Scores of the selections ``selected`` bool ``[N, M, T]`` (module ``m`` selected frame ``t``
+    of clip ``n``) against ``salient`` bool ``[N, T]`` (frame ``t`` of clip ``n`` matters)."""
     if selected.dim() != 3 or salient.shape != (selected.shape[0], selected.shape[2]):
         raise ValueError(f"need selected [N, M, T] and salient [N, T], got {tuple(selected.shape)} and {tuple(salient.shape)}")
     selected, salient = selected.bool(), salient.bool()
     hits = (selected & salient[:, None, :]).sum(dim=(0, 2)).double()  # [M]
     kept = selected.sum(dim=(0, 2)).double()
     relevant = salient.sum().double()
-    precision = (hits / kept).tolist()  # 0/0 is NaN: a module that selected nothing
-    recall = (hits / relevant).tolist()
-    return precision, recall, float(relevant / salient.numel())
+    # Content-blind: position t kept at the module's rate there, hitting at the truth's rate there.
+    kept_at = selected.double().mean(dim=0)  # [M, T]
+    blind = (kept_at * salient.double().mean(dim=0)).sum(dim=1) / kept_at.sum(dim=1)
+    return SelectionScores(  # 0/0 is NaN: a module that selected nothing
+        precision=(hits / kept).tolist(),
+        recall=(hits / relevant).tolist(),
+        base_rate=float(relevant / salient.numel()),
+        blind_precision=blind.tolist(),
+    )

@@ -390,7 +390,7 @@ def _val_fields(result: EvalResult, multi_label: bool) -> Dict[str, Any]:
         out["val_map"] = result.map
     if result.nav_precision is not None:  # the data knows which frames matter (the built-in task)
         out.update(val_nav_precision=result.nav_precision, val_nav_recall=result.nav_recall,
-                   val_nav_base_rate=result.nav_base_rate)
+                   val_nav_base_rate=result.nav_base_rate, val_nav_blind_precision=result.nav_blind_precision)
     return out
 
 
