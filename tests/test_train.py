@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import afnet
 from afnet.cli import main as cli_main
@@ -50,6 +51,19 @@ def test_shipped_configs_resolve(path):
         assert cfg == resolve_config()
     else:
         assert cfg.train_list and cfg.rt and cfg.pretrained
+
+
+def test_committed_demo_run_is_the_default_recipe_and_its_navigation_beats_chance():
+    """docs/demo-run is the default run the README quotes: regenerate it when the defaults change."""
+    demo = Path(__file__).parent.parent / "docs" / "demo-run"
+    ran = yaml.safe_load((demo / "config.yaml").read_text())
+    defaults = resolve_config().to_dict()
+    assert {k: ran[k] for k in defaults if k != "out"} == {k: v for k, v in defaults.items() if k != "out"}
+    last = [json.loads(line) for line in (demo / "log.jsonl").read_text().splitlines()][-1]
+    report = json.loads((demo / "eval.json").read_text())
+    assert last["epoch"] == defaults["epochs"] and report["nav_precision"] == last["val_nav_precision"]
+    # Every module keeps frames that show the square more often than chance.
+    assert all(p > report["nav_base_rate"] for p in report["nav_precision"]), report["nav_precision"]
 
 
 def test_config_file_flags_and_sets_in_order(tmp_path):
@@ -182,7 +196,7 @@ def test_train_writes_the_run_folder_and_resume_is_exact(tmp_path, capsys):
     assert "epoch 2/2" in capsys.readouterr().out
 
 
-def test_builtin_run_reports_its_navigation_against_the_frames_that_show_the_square(tmp_path):
+def test_builtin_run_reports_its_navigation_against_the_frames_that_show_the_square(tmp_path, capsys):
     run, out = tmp_path / "run", tmp_path / "eval"
     train(tiny_config(run, epochs=1))
     (line,) = read_log(run / "log.jsonl")
@@ -206,6 +220,10 @@ def test_builtin_run_reports_its_navigation_against_the_frames_that_show_the_squ
     # eval.json: the same weights, clips and truth as the epoch's validation, so the same figures.
     for key in ("nav_precision", "nav_recall", "nav_base_rate", "nav_blind_precision"):
         assert report[key] == line[f"val_{key}"], key
+    # ... and the console says them.
+    shown_as = lambda values: ", ".join("-" if v is None else f"{v:.3f}" for v in values)
+    assert (f"frames that show the square (base rate {report['nav_base_rate']:.3f}): precision "
+            f"{shown_as(report['nav_precision'])}, recall {shown_as(report['nav_recall'])}") in capsys.readouterr().out
 
 
 def test_bad_videos_are_skipped_with_one_warning_and_counted(tmp_path, capsys):

@@ -93,6 +93,18 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  mAP {result.map:.4f}  on {result.num_clips} clips "
           f"({len(result.failed)} unreadable)\nselected ratio per module: "
           + ", ".join(f"{r:.3f}" for r in result.selected_ratio)
+          + _navigation_line(result)
           + f"\nGFLOPs/video {result.gflops:.4f} (paper), {result.gflops_executed:.4f} (executed); "
           f"{result.clips_per_s:.1f} clips/s\nwrote {args.out / 'eval.json'} and {args.out / 'selection.png'}")
     return 0
+
+
+def _navigation_line(result) -> str:
+    """The navigation scores against the task's truth, when the clips carry it (the built-in task)."""
+    if result.nav_precision is None:
+        return ""
+    def join(values):
+        return ", ".join("-" if v is None else f"{v:.3f}" for v in values)  # None: kept no frame
+    return (f"\nframes that show the square (base rate {result.nav_base_rate:.3f}): precision "
+            f"{join(result.nav_precision)}, recall {join(result.nav_recall)}; content-blind precision "
+            f"{join(result.nav_blind_precision)}")

@@ -109,14 +109,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# The built-in task: a small AF-ResNet18-TSM at 64 px that learns in about three minutes on 2 CPU
-# cores (4 epochs of 384 clips). Two changes to the paper's recipe make the navigation learn within
-# such a short run: the gates start at a small keep margin (nav_bias) and the ratio loss weighs
-# more (lam); τ keeps the paper's 50-epoch decay, so it stays near 1 and the gates keep learning.
+# The built-in task: a small AF-ResNet18-TSM at 64 px that learns in about two minutes on 2 CPU
+# cores (6 epochs of 384 clips). The paper's schedules are compressed to the run: the target ratio
+# steps down over epochs 0-2, the lr decays for the last epoch, and τ decays from 1 to 0.01 over the
+# whole run (as over the paper's 50 epochs), so the gates settle on the frames they found. With τ
+# left near 1 (the 50-epoch decay) and 4 epochs, the layer1 module kept frames without the square
+# (precision 0.28 against a base rate of 0.375). Two more changes make the navigation learn at all
+# within such a short run: the gates start at a small keep margin (nav_bias) and the ratio loss
+# weighs more (lam).
 BUILTIN_TASK: Dict[str, Any] = dict(
     arch="af_resnet18", shift=True, frames=8, size=64, resize=64, scales=[1.0, 0.875], flip=False, rt=0.5,
-    nav_bias=[0.0, 2.0], demo_videos=480, epochs=4, batch_size=8, lr=0.02, lr_steps=[3], fc_lr_mult=1.0,
-    lam=3.0, rt_begin=0, rt_end=2, workers=0, pin_memory=False, out="runs/builtin",
+    nav_bias=[0.0, 2.0], demo_videos=480, epochs=6, batch_size=8, lr=0.02, lr_steps=[5], fc_lr_mult=1.0,
+    lam=3.0, tau_end=6, rt_begin=0, rt_end=3, workers=0, pin_memory=False, out="runs/builtin",
 )
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
