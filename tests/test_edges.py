@@ -466,6 +466,52 @@ def test_eval_takes_size_frames_and_classes_from_the_checkpoint(tmp_path, ckpt, 
     assert (report["size"], report["frames"], report["num_clips"], report["top1"]) == (64, T, 2, 0.5)
 
 
+def test_eval_never_replaces_an_earlier_evaluation_silently(tmp_path, capsys, ckpt, clips):
+    out = tmp_path / "eval"
+    argv = ["eval", "--checkpoint", str(ckpt), "--data-root", str(clips), "--list", str(clips / "val.txt"),
+            "--workers", "0", "--out", str(out)]
+    assert cli_main(argv) == 0
+    first = (out / "eval.json").read_bytes()
+    capsys.readouterr()
+    err = usage_error(capsys, argv)
+    assert "argument --out:" in err and "eval.json, selection.png" in err and "--overwrite" in err
+    assert (out / "eval.json").read_bytes() == first and not (out / "replaced-1").exists()
+    assert cli_main(argv + ["--overwrite"]) == 0
+    assert (out / "replaced-1" / "eval.json").read_bytes() == first  # kept, beside the new one
+    assert (out / "replaced-1" / "selection.png").is_file() and (out / "eval.json").is_file()
+    assert "moved the earlier eval.json, selection.png into" in capsys.readouterr().err
+
+
+def test_ctrl_c_line_comes_from_rank_0_only(tmp_path, capsys, monkeypatch, ckpt, clips):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WORK["eval"], interrupted)
+    for rank, expected in (("1", []), ("0", ["afnet eval: interrupted"])):
+        monkeypatch.setenv("RANK", rank)
+        argv, _ = command_writing_to("eval", tmp_path / f"out{rank}", ckpt, clips, tmp_path)
+        assert run_interrupted(argv, capsys) == (130, expected)
+
+
+@pytest.mark.parametrize("text, problem", [("", "holds no epoch yet"), ('{"epoch": 1}\n{"epo', "not a JSON line"),
+                                           ('{"epoch": 1}\n[1, 2]\n', "line 2 is not an epoch's record")])
+def test_plot_log_of_a_damaged_log_is_a_usage_error(tmp_path, capsys, text, problem):
+    (tmp_path / "log.jsonl").write_text(text)
+    err = usage_error(capsys, ["plot-log", str(tmp_path)])
+    assert "argument RUN_DIR:" in err and problem in err
+    assert not (tmp_path / "training_curves.png").exists()
+
+
+def test_training_package_names_resolve():
+    import afnet.training as training
+    from afnet.tools import predict as predict_module
+
+    assert training.predict is predict_module.predict and training.predict_many is predict_module.predict_many
+    assert training.Prediction is predict_module.Prediction
+    for name in training.__all__:
+        assert getattr(training, name) is not None, name
+
+
 # -- 10: progress inside the long loops -----------------------------------------------------------------
 def test_predict_and_eval_progress_bars(tmp_path, capsys, ckpt, clips):
     base = ["predict", str(clips / "v0.mp4"), str(clips / "v1.mp4"), "--checkpoint", str(ckpt), "--workers", "0",

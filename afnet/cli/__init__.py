@@ -60,7 +60,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not sigint_received():
                 raise
             message = "interrupted"  # what Ctrl-C broke on its way (a DataLoader's killed workers)
-    print(f"afnet {args.command}: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun one line, not one per process
+        print(f"afnet {args.command}: {message}", file=sys.stderr, flush=True)
     return INTERRUPTED
 
 

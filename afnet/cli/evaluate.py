@@ -10,12 +10,16 @@ from afnet.cli.args import add_progress, check_device, check_output, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 
+OUTPUTS = ("eval.json", "selection.png")
+
+
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     """Register ``eval``."""
     e = sub.add_parser("eval", help="accuracy, selected ratios, GFLOPs and clips/s of a checkpoint on a list",
                        description="Evaluate a checkpoint: top-1/top-5 (mAP for multi-label lists), the mean selected "
                        "ratio of each navigation module, GFLOPs/video (paper convention and executed), clips/s. "
-                       "Writes eval.json and selection.png to --out. Shards over ranks under torchrun.")
+                       "Writes eval.json and selection.png to --out (an earlier run's are not replaced without --overwrite). "
+                       "Shards over ranks under torchrun.")
     add_model_args(e)
     e.add_argument("--data-root", default=None, help="folder the list paths are relative to")
     e.add_argument("--list", dest="list_file", default=None,
@@ -25,6 +29,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("--execution", choices=("sparse", "dense"), default="sparse",
                    help="sparse (default, skips unselected frames) or dense (released masked form); same numbers")
     e.add_argument("--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="when --out holds an earlier eval.json or selection.png, move them into OUT/replaced-N/ "
+                   "first; without it such a run is refused")
     add_progress(e)
     e.set_defaults(run=run_eval)
 
@@ -42,10 +49,14 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from afnet.training.distributed import setup, teardown
     from afnet.training.evaluate import NothingEvaluated, evaluate
     from afnet.training.plots import plot_selection
-    from afnet.training.runfiles import atomic_write_bytes, to_json
+    from afnet.training.runfiles import atomic_write_bytes, move_aside, to_json
 
     info = setup(check_device(parser, args.device))
     check_output(parser, "--out", args.out)  # on every rank, so that all stop alike
+    earlier = [name for name in OUTPUTS if (args.out / name).exists()]
+    if earlier and not args.overwrite:
+        parser.error(f"argument --out: {args.out} already holds an earlier evaluation ({', '.join(earlier)}); "
+                     f"choose another --out, or pass --overwrite to move it into {args.out / 'replaced-N'}/ first")
     model, data = load_model(args, parser, info.device)
     model.execution = args.execution
     names = class_names(args.class_names, data, "--class-names", parser)
@@ -79,6 +90,9 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         teardown(info)
     if result is None:
         return 0
+    if earlier:  # rank 0 only, once the new results exist
+        moved = move_aside(args.out, earlier)
+        print(f"afnet eval: --overwrite: moved the earlier {', '.join(earlier)} into {moved}/", file=sys.stderr)
     report = {
         **result.as_dict(), "checkpoint": str(args.checkpoint), "list": str(listed), "execution": args.execution,
         "arch": model.config.get("arch"), "frames": model.num_segments, "size": size, "device": str(info.device),

@@ -27,6 +27,9 @@ def run_plot_log(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if not log.is_file():
         parser.error(f"argument RUN_DIR: {log} does not exist")
     out = check_output(parser, "--out", args.out or args.run_dir / "training_curves.png", is_file=True)
-    plot_log(log, out)
+    try:
+        plot_log(log, out)
+    except ValueError as exc:  # an empty log, a damaged line, a line without its epoch
+        parser.error(f"argument RUN_DIR: {exc}")
     print(f"wrote {out}")
     return 0

@@ -10,10 +10,12 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "ConfigError": "config", "TrainConfig": "config", "resolve_config": "config",
-    "EvalResult": "evaluate", "evaluate": "evaluate",
-    "Prediction": "predict", "predict": "predict", "predict_many": "predict",
-    "TrainSummary": "trainer", "train": "trainer",
+    "ConfigError": "afnet.training.config", "TrainConfig": "afnet.training.config",
+    "resolve_config": "afnet.training.config",
+    "EvalResult": "afnet.training.evaluate", "evaluate": "afnet.training.evaluate",
+    # Prediction is an inference tool (it needs no training code); re-exported here for the README's names.
+    "Prediction": "afnet.tools.predict", "predict": "afnet.tools.predict", "predict_many": "afnet.tools.predict",
+    "TrainSummary": "afnet.training.trainer", "train": "afnet.training.trainer",
 }
 __all__ = sorted(_WHERE)
 
@@ -21,4 +23,4 @@ __all__ = sorted(_WHERE)
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'afnet.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"afnet.training.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(_WHERE[name]), name)

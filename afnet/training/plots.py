@@ -28,6 +28,9 @@ def plot_log(log_path: PathLike, png_path: PathLike) -> None:
     lines = read_log(log_path)
     if not lines:
         raise ValueError(f"{log_path} holds no epoch yet")
+    for number, line in enumerate(lines, start=1):
+        if not isinstance(line, dict) or not isinstance(line.get("epoch"), int):
+            raise ValueError(f"{log_path}: line {number} is not an epoch's record (no integer 'epoch')")
     epochs = [line["epoch"] for line in lines]
 
     def curves(ax, keys, title, log=False):
