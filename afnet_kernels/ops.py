@@ -99,6 +99,7 @@ def gather_frames(
     shift_div: int = 0,
     *,
     validate: bool = True,
+    padded: bool = True,
 ) -> Tensor:
     """Rows of ``x`` at ``index``, TSM-shifted on the fly when ``shift_div > 0``.
 
@@ -109,6 +110,8 @@ def gather_frames(
         shift_div: channels ``[0, C//div)`` read frame t+1, ``[C//div, 2*C//div)``
             frame t-1, zeros at clip edges; 0 = no shift.
         validate: see the module docstring.
+        padded: False promises that ``index`` has no -1 entry (checked with ``validate``). The
+            kernels do the same work either way; the reference then skips zeroing padding rows.
 
     Returns ``[K, C, H, W]`` = ``temporal_shift(x)[index]``, without building the
     shifted tensor. Differentiable in ``x``.
@@ -116,7 +119,9 @@ def gather_frames(
     Equivalent PyTorch: ``afnet_kernels.reference.gather_frames``.
     """
     if not _compiled(x):
-        return reference.gather_frames(x, index, num_segments, shift_div, validate=validate)
+        return reference.gather_frames(x, index, num_segments, shift_div, validate=validate, padded=padded)
+    if validate and not padded:
+        reference.check_unpadded("gather_frames", index)
     return torch.ops.afnet_kernels.gather_frames(x, index, num_segments or 0, shift_div, validate)
 
 

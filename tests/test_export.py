@@ -51,6 +51,19 @@ def test_onnx_runs_in_onnxruntime(tmp_path) -> None:
     assert relative_error(run_exported(path, other), eager(model, other)) < 1e-5
 
 
+def test_budget_graph_gathers_frames_without_padding_passes() -> None:
+    """Under a budget every count is exact, so the exported gathers are plain index_selects: no
+    where() over gathered frames (onnxruntime ran each as a full pass over them)."""
+    model = afnet.freeze(budgeted(), backend="torch")
+    with torch.inference_mode():
+        program = torch.export.export(model, (clip(),))
+    # Every graph, the stages' grad-mode regions (wrapped subgraphs) included.
+    nodes = [n for m in program.graph_module.modules() if isinstance(m, torch.fx.GraphModule) for n in m.graph.nodes]
+    frame_wheres = [n for n in nodes if "where" in str(n.target) and n.meta["val"].dim() == 4]
+    assert frame_wheres == []
+    assert len([n for n in nodes if "index_select" in str(n.target)]) >= 4, "the gathers are index_selects"
+
+
 def test_export_refuses_the_threshold_rule(tmp_path) -> None:
     with pytest.raises(ValueError, match="static frame and cell counts: set a frame budget"):
         export_model(build_model("af_resnet18", T), clip(), tmp_path / "m.pt2")

@@ -183,6 +183,34 @@ def test_gather_frames_misaligned_padded_repeated(device, dtype, layout, shape):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gather_frames_unpadded(device, layout):
+    """padded=False: the same rows (bit-exact) with no zeroing pass in the reference, and an
+    index that does hold -1 is refused, in the same words, by the kernels and the reference."""
+    x = misaligned(randn((6, 8, 5, 4), torch.float32, device, layout, seed=3))
+    index = torch.tensor([5, 0, 3, 3], device=device)
+    expected = x.detach().cpu()[[5, 0, 3, 3]]
+    for gather in (ak.gather_frames, ref.gather_frames):
+        out = gather(x, index, 3, 4, padded=False)
+        assert torch.equal(out, gather(x, index, 3, 4)) and out.device.type == device
+        assert torch.equal(gather(x, index, padded=False).cpu(), expected)
+    padded = torch.tensor([5, -1, 0], device=device)
+    message = raised(lambda: ref.gather_frames(x, padded, padded=False))
+    assert message == ("gather_frames: index[1]=-1 is padding, but padded=False says the index has none; "
+                       "pass padded=True (the default) for an index with -1 entries")
+    assert raised(lambda: ak.gather_frames(x, padded, padded=False)) == message
+    # The reference's rows are one index_select: no where() over the gathered rows.
+    with torch.inference_mode():
+        graph = torch.export.export(UnpaddedGather(), (x.detach().cpu().contiguous(), index.cpu())).graph
+    assert not [n for n in graph.nodes if "where" in str(n.target)]
+
+
+class UnpaddedGather(torch.nn.Module):
+    def forward(self, x, index):
+        return ref.gather_frames(x, index, validate=False, padded=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_gather_frames_repeated_index_backward(device):
     x = randn((6, 8, 3, 3), torch.float64, device, seed=1).requires_grad_()
     index = torch.tensor([4, 1, 4, -1, 4, 0], device=device)

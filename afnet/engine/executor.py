@@ -96,7 +96,9 @@ def run_focal_block(
     if isinstance(selection, CellSelection):
         return _run_focal_tiles(block, x, selection, shortcut, fill, ctx)
     # The indices come from select_frames: valid by construction, so no check (a host read on CUDA).
-    rows = ctx.ops.gather_frames(x, selection.index, block.num_segments, block.shift_div, validate=False)
+    rows = ctx.ops.gather_frames(
+        x, selection.index, block.num_segments, block.shift_div, validate=False, padded=selection.padded
+    )
     computed = run_steps(block.branch, rows, ctx)
     scatter = ctx.ops.scatter_frames_ if writable else ctx.ops.scatter_frames
     return scatter(shortcut, computed, selection.index, fill, block.relu, validate=False)

@@ -39,12 +39,14 @@ class FrameSelection:
         count: K, known on the host.
         num_segments: T.
         num_rows: N*T.
+        padded: whether ``index`` may end in -1 entries (a count rounded up to its bucket).
     """
 
     index: torch.Tensor
     count: int
     num_segments: int
     num_rows: int
+    padded: bool = False
 
     @property
     def is_empty(self) -> bool:
@@ -117,6 +119,7 @@ def select_stage(
             per_video = None if per_video is None or per_frame is None else per_video * per_frame
         counts.append(None if per_video is None else per_video * d.mask.shape[0])
     unknown = [i for i, c in enumerate(counts) if c is None]
+    padded = pad_counts is not None and bool(unknown)  # only counts that were read are rounded up
     if unknown:
         read = count_selected([masks[i] for i in unknown])
         if pad_counts is not None:
@@ -129,7 +132,7 @@ def select_stage(
         n, t = d.mask.shape
         index = ops.select_frames(mask, num_selected=count, validate=False)[0]
         if not tiled[i]:
-            selections.append(FrameSelection(index, count, t, n * t))
+            selections.append(FrameSelection(index, count, t, n * t, padded=padded and i in unknown))
         else:
             selections.append(CellSelection(index, count, tuple(cells[i].mask.shape[1:]), t))
     return selections
