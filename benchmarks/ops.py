@@ -350,7 +350,7 @@ def run_device(args, device: str) -> Dict:
     for c, hw in parse_sizes(args.sizes):
         size = f"[{n * t},{c},{hw},{hw}]"
         x = torch.randn(n * t, c, hw, hw, dtype=dtype, device=device).contiguous(memory_format=layout)
-        clone_ms = time_ms(lambda: x.clone(), device, args.min_run_time)
+        clone_ms = time_ms(x.clone, device, args.min_run_time)
         clone_gbps = 2 * x.numel() * x.element_size() / clone_ms / 1e6
         rows_out.append(Row(size, 1.0, "clone", "torch", clone_ms, clone_gbps, None, 100.0))
 
