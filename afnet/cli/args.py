@@ -115,6 +115,15 @@ def check_output(parser: argparse.ArgumentParser, flag: str, path: Union[str, os
     return Path(path)
 
 
+def refuse_replacing(parser: argparse.ArgumentParser, out: Path, earlier: List[str], overwrite: bool) -> None:
+    """Stop with a usage error naming ``--out`` when ``earlier`` (files in ``out`` that this run
+    would replace) is not empty and ``--overwrite`` was not given: nothing is replaced silently."""
+    if earlier and not overwrite:
+        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        parser.error(f"argument --out: {out} already holds files of an earlier run that this one would replace "
+                     f"({shown}); choose another --out, or pass --overwrite to move them into {out / 'replaced-N'}/ first")
+
+
 def add_progress(parser: argparse.ArgumentParser) -> None:
     """``--progress`` / ``--quiet``: progress bars always or never; ``args.progress`` is True, False or
     None (the default: bars when stderr is a terminal), as :func:`afnet.tools.progress.progress_bar` takes it."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from afnet.cli.args import add_progress, check_device, check_output, require
+from afnet.cli.args import add_progress, check_device, check_output, refuse_replacing, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 
@@ -54,9 +54,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     info = setup(check_device(parser, args.device))
     check_output(parser, "--out", args.out)  # on every rank, so that all stop alike
     earlier = [name for name in OUTPUTS if (args.out / name).exists()]
-    if earlier and not args.overwrite:
-        parser.error(f"argument --out: {args.out} already holds an earlier evaluation ({', '.join(earlier)}); "
-                     f"choose another --out, or pass --overwrite to move it into {args.out / 'replaced-N'}/ first")
+    refuse_replacing(parser, args.out, earlier, args.overwrite)
     model, data = load_model(args, parser, info.device)
     model.execution = args.execution
     names = class_names(args.class_names, data, "--class-names", parser)

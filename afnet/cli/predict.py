@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from afnet.cli.args import add_progress, check_device, check_output, int_at_least, require
+from afnet.cli.args import add_progress, check_device, check_output, int_at_least, refuse_replacing, require
 from afnet.cli.checkpoint_args import add_model_args, class_names, input_settings, load_model
 
 MANIFEST = "manifest.json"
@@ -85,10 +85,7 @@ def run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     names = output_names(args.clips)
     kinds = (".json", ".png") if args.plot else (".json",)
     earlier = _earlier_files(out, [MANIFEST] + [name + kind for name in names for kind in kinds])
-    if earlier and not args.overwrite:
-        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
-        parser.error(f"argument --out: {out} already holds files of an earlier run that this one would replace "
-                     f"({shown}); choose another --out, or pass --overwrite to move them into {out / 'replaced-N'}/ first")
+    refuse_replacing(parser, out, earlier, args.overwrite)
     model, data = load_model(args, parser, device)
     labels = class_names(args.labels, data, "--labels", parser)
     size, resize, template = input_settings(args, data)
