@@ -119,7 +119,6 @@ def select_stage(
             per_video = None if per_video is None or per_frame is None else per_video * per_frame
         counts.append(None if per_video is None else per_video * d.mask.shape[0])
     unknown = [i for i, c in enumerate(counts) if c is None]
-    padded = pad_counts is not None and bool(unknown)  # only counts that were read are rounded up
     if unknown:
         read = count_selected([masks[i] for i in unknown])
         if pad_counts is not None:
@@ -132,7 +131,8 @@ def select_stage(
         n, t = d.mask.shape
         index = ops.select_frames(mask, num_selected=count, validate=False)[0]
         if not tiled[i]:
-            selections.append(FrameSelection(index, count, t, n * t, padded=padded and i in unknown))
+            # Only counts that were read are rounded up to a bucket, so only their indices end in -1.
+            selections.append(FrameSelection(index, count, t, n * t, padded=pad_counts is not None and i in unknown))
         else:
             selections.append(CellSelection(index, count, tuple(cells[i].mask.shape[1:]), t))
     return selections
